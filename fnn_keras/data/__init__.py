@@ -1,0 +1,1 @@
+"""Reading labelled text and turning it into `tf.data` pipelines."""

@@ -1,0 +1,1 @@
+"""Models built from a backbone and the feedback layer."""

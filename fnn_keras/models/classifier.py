@@ -1,0 +1,88 @@
+"""The text classifier: BERT backbone, feedback layer and softmax head."""
+
+from __future__ import annotations
+
+import keras
+
+from fnn_keras.layers import FeedbackLayer
+
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+
+
+def build_classifier(
+    backbone: keras.Model,
+    num_labels: int,
+    feedback_units: int = 128,
+    feedback_steps: int = 2,
+    bidirectional: bool = True,
+    feedback_dropout: float = 0.1,
+    dropout: float = 0.1,
+    sequence_length: int | None = None,
+    unroll: bool = False,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build `backbone ▶ FeedbackLayer ▶ dropout ▶ dense softmax` as one model.
+
+    The model takes the dictionary a keras-hub BERT preprocessor produces,
+    `token_ids`, `segment_ids` and `padding_mask`, each `(batch, time)`
+    int32, and returns class probabilities of shape `(batch, num_labels)` in
+    float32. The padding mask reaches the feedback layer, so padded tokens
+    never change its state.
+
+    Args:
+        backbone: A keras-hub `BertBackbone`.
+        num_labels: Number of classes, 2 or more.
+        feedback_units: Width of the feedback state per direction.
+        feedback_steps: Feedback iterations per token.
+        bidirectional: Run the feedback layer both ways and concatenate.
+        feedback_dropout: Input dropout rate of the feedback cell.
+        dropout: Dropout rate before the dense head.
+        sequence_length: Fixed time dimension of the inputs, or `None` for
+            any length. `unroll=True` needs it.
+        unroll: Unroll the feedback loop, for TFLite.
+        seed: Seed for dropout.
+
+    Returns:
+        An uncompiled `keras.Model`.
+
+    Example:
+
+    ```python
+    bundle = load_backbone("tiny")
+    model = build_classifier(bundle.backbone, num_labels=2)
+    ```
+    """
+    if num_labels < 2:
+        raise ValueError(
+            f"A classifier needs at least 2 labels. Received: num_labels={num_labels}."
+        )
+
+    # The pooler is not used by this model; freezing it keeps the optimizer
+    # from warning on every step that it has no gradient.
+    backbone.get_layer("pooled_dense").trainable = False
+
+    # === Layers ===
+    feedback = FeedbackLayer(
+        feedback_units,
+        feedback_steps=feedback_steps,
+        dropout=feedback_dropout,
+        unroll=unroll,
+        seed=seed,
+        name="feedback",
+    )
+    if bidirectional:
+        feedback = keras.layers.Bidirectional(feedback, name="bidirectional_feedback")
+    head_dropout = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")
+    head = keras.layers.Dense(
+        num_labels, activation="softmax", dtype="float32", name="probabilities"
+    )
+
+    # === Functional graph ===
+    inputs = {
+        name: keras.Input(shape=(sequence_length,), dtype="int32", name=name)
+        for name in INPUT_NAMES
+    }
+    sequence_output = backbone(inputs)["sequence_output"]  # (batch, time, hidden)
+    features = feedback(sequence_output, mask=inputs["padding_mask"])
+    probabilities = head(head_dropout(features))
+    return keras.Model(inputs, probabilities, name="feedback_classifier")

@@ -1,0 +1,161 @@
+"""Fine-tune a BERT classifier with a feedback RNN head.
+
+Run `python -m fnn_keras.train` to train on the demo data with the defaults,
+or `python -m fnn_keras.train --help` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# Flag name to the config field it sets.
+FLAG_FIELDS = {
+    "train": "data.train",
+    "dev": "data.dev",
+    "text_column": "data.text_column",
+    "label_column": "data.label_column",
+    "max_train_examples": "data.max_train_examples",
+    "sequence_length": "data.sequence_length",
+    "backbone": "model.backbone",
+    "feedback_units": "model.feedback_units",
+    "feedback_steps": "model.feedback_steps",
+    "bidirectional": "model.bidirectional",
+    "dropout": "model.dropout",
+    "epochs": "training.epochs",
+    "batch_size": "training.batch_size",
+    "learning_rate": "training.learning_rate",
+    "warmup_ratio": "training.warmup_ratio",
+    "weight_decay": "training.weight_decay",
+    "patience": "training.early_stopping_patience",
+    "log_every_steps": "training.log_every_steps",
+    "seed": "training.seed",
+    "run_name": "output.run_name",
+    "log_dir": "output.log_dir",
+    "export_dir": "output.export_dir",
+    "export": "output.export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fnn_keras.train",
+        description=(
+            "Fine-tune a BERT backbone with a feedback RNN head, evaluate it on "
+            "the dev split and export a SavedModel. Flags override --config."
+        ),
+    )
+    parser.add_argument("--config", help="YAML file with data/model/training/output sections.")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--train", help="Training file (.tsv, .csv or .jsonl). Default: the demo data."
+    )
+    data.add_argument("--dev", help="Dev file in the same format; required with --train.")
+    data.add_argument("--text-column", help="Column or JSON key of the text. Default: text.")
+    data.add_argument("--label-column", help="Column or JSON key of the label. Default: label.")
+    data.add_argument("--max-train-examples", type=int, help="Use only the first N training rows.")
+    data.add_argument("--sequence-length", type=int, help="Maximum tokens per text. Default: 128.")
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--backbone",
+        help="minilm (default, pretrained), tiny (random, for tests), or the path "
+        "of a Hugging Face BERT directory or keras-hub preset directory.",
+    )
+    model.add_argument(
+        "--feedback-units", type=int, help="Feedback state width per direction. Default: 128."
+    )
+    model.add_argument(
+        "--feedback-steps", type=int, help="Feedback iterations per token. Default: 2."
+    )
+    model.add_argument(
+        "--bidirectional",
+        action=argparse.BooleanOptionalAction,
+        help="Run the feedback layer in both directions. Default: on.",
+    )
+    model.add_argument("--dropout", type=float, help="Dropout before the dense head. Default: 0.1.")
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=int, help="Maximum epochs. Default: 3.")
+    training.add_argument("--batch-size", type=int, help="Global batch size. Default: 32.")
+    training.add_argument(
+        "--learning-rate", type=float, help="Peak AdamW learning rate. Default: 1e-4."
+    )
+    training.add_argument(
+        "--warmup-ratio", type=float, help="Fraction of steps for warmup. Default: 0.1."
+    )
+    training.add_argument("--weight-decay", type=float, help="AdamW weight decay. Default: 0.01.")
+    training.add_argument(
+        "--patience", type=int, help="Early-stopping patience in epochs. Default: 2."
+    )
+    training.add_argument(
+        "--log-every-steps",
+        type=int,
+        help="Per-step TensorBoard scalars every N steps. Default: 20.",
+    )
+    training.add_argument("--seed", type=int, help="Random seed. Default: 0.")
+    output = parser.add_argument_group("output")
+    output.add_argument("--run-name", help="Name of the run. Default: run-<date>-<time>.")
+    output.add_argument("--log-dir", help="TensorBoard root. Default: tensorboard_logs.")
+    output.add_argument("--export-dir", help="Root of runs and SavedModels. Default: exported.")
+    output.add_argument(
+        "--export",
+        action=argparse.BooleanOptionalAction,
+        help="Export a SavedModel at the end. Default: on.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="No progress bar; warnings only.")
+    return parser
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    from fnn_keras.backbones import BackboneError
+    from fnn_keras.config import ConfigError, config_from_dict, load_yaml, merge_overrides
+    from fnn_keras.data.labels import LabelError
+    from fnn_keras.data.readers import DataError
+    from fnn_keras.training.trainer import train
+
+    try:
+        values = load_yaml(args.config) if args.config else {}
+        overrides = {
+            field: getattr(args, flag)
+            for flag, field in FLAG_FIELDS.items()
+            if getattr(args, flag) is not None
+        }
+        source = args.config or "command line"
+        config = config_from_dict(merge_overrides(values, overrides), source)
+        result = train(config, verbose=0 if args.quiet else "auto")
+    except (ConfigError, DataError, LabelError, BackboneError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun the same command with the same --run-name to resume.")
+
+    metrics = result.metrics
+    paths = result.paths
+    print(f"Run {paths.run_name}: {result.epochs_run} epoch(s) in {result.train_seconds:.0f} s")
+    print(
+        f"dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} ({metrics['examples']} examples)"
+    )
+    print(
+        f"TensorBoard logs: {paths.log_dir}   (tensorboard --logdir {os.path.dirname(paths.log_dir) or '.'})"
+    )
+    print(f"Report:           {os.path.join(paths.run_dir, 'report.md')}")
+    print(f"Keras model:      {paths.model}")
+    if result.saved_model:
+        print(f"SavedModel:       {result.saved_model}")
+
+
+if __name__ == "__main__":
+    main()
