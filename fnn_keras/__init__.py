@@ -4,13 +4,7 @@ Importing the package registers its Keras layers, so a saved `.keras` model
 loads with `keras.saving.load_model` and no `custom_objects`.
 """
 
-import os
-
-# TensorFlow's C++ start-up messages (oneDNN, CUDA probing) bury the CLI's
-# output; a TF_CPP_MIN_LOG_LEVEL set by the user still wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
+import keras
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -18,8 +12,17 @@ if keras.backend.backend() != "tensorflow":
         f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
     )
 
+from fnn_keras.backbones import ExactGeluBertBackbone, load_backbone  # noqa: E402
 from fnn_keras.layers import FeedbackCell, FeedbackLayer  # noqa: E402
+from fnn_keras.models.classifier import build_classifier  # noqa: E402
 from fnn_keras.training.optimization import WarmupLinearDecay  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["FeedbackCell", "FeedbackLayer", "WarmupLinearDecay"]
+__all__ = [
+    "ExactGeluBertBackbone",
+    "FeedbackCell",
+    "FeedbackLayer",
+    "WarmupLinearDecay",
+    "build_classifier",
+    "load_backbone",
+]

@@ -75,6 +75,8 @@ class TrainingConfig:
             to `learning_rate`; the rest decays linearly to 0.
         weight_decay: AdamW weight decay. Biases, LayerNorm weights and
             embeddings are excluded.
+        head_learning_rate_multiplier: The feedback layer and dense head,
+            trained from scratch, learn at `learning_rate` times this.
         early_stopping_patience: Epochs without dev improvement before
             training stops and the best weights are restored.
         log_every_steps: Write per-step TensorBoard scalars every N steps.
@@ -86,6 +88,7 @@ class TrainingConfig:
     learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    head_learning_rate_multiplier: float = 1.0
     early_stopping_patience: int = 2
     log_every_steps: int = 20
     seed: int = 0
@@ -149,6 +152,11 @@ class Config:
                 f"training.learning_rate must be positive. Received: {self.training.learning_rate}."
             )
         _check_rate("training.warmup_ratio", self.training.warmup_ratio)
+        if not self.training.head_learning_rate_multiplier > 0:
+            raise ConfigError(
+                "training.head_learning_rate_multiplier must be positive. "
+                f"Received: {self.training.head_learning_rate_multiplier}."
+            )
         if self.training.weight_decay < 0:
             raise ConfigError(
                 f"training.weight_decay must be >= 0. Received: {self.training.weight_decay}."

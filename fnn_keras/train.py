@@ -29,6 +29,7 @@ FLAG_FIELDS = {
     "learning_rate": "training.learning_rate",
     "warmup_ratio": "training.warmup_ratio",
     "weight_decay": "training.weight_decay",
+    "head_learning_rate_multiplier": "training.head_learning_rate_multiplier",
     "patience": "training.early_stopping_patience",
     "log_every_steps": "training.log_every_steps",
     "seed": "training.seed",
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--weight-decay", type=float, help="AdamW weight decay. Default: 0.01.")
     training.add_argument(
+        "--head-learning-rate-multiplier",
+        type=float,
+        help="Learning-rate factor for the feedback layer and dense head. Default: 1.",
+    )
+    training.add_argument(
         "--patience", type=int, help="Early-stopping patience in epochs. Default: 2."
     )
     training.add_argument(
@@ -114,7 +120,6 @@ def _fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -139,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         result = train(config, verbose=0 if args.quiet else "auto")
     except (ConfigError, DataError, LabelError, BackboneError) as error:
         _fail(str(error))
+    except OSError as error:
+        # Unwritable output directories, full disks and the like.
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command with the same --run-name to resume.")
 

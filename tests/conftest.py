@@ -7,6 +7,13 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Split the CPU into two logical devices before TensorFlow starts its
+# runtime (it refuses afterwards), so tests can run MirroredStrategy with
+# two replicas. Single-device code still runs on /cpu:0.
+_CPU = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
@@ -16,7 +23,6 @@ def run_python(args, cwd, timeout=900):
     """Run `python ARGS` in a fresh process with the repository importable."""
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
@@ -57,6 +63,14 @@ SMALL_DEV = [
 
 
 @pytest.fixture(scope="session")
+def two_cpus():
+    """Names of the two logical CPU devices, for 2-replica MirroredStrategy."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) >= 2, devices
+    return devices[:2]
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle():
     from fnn_keras.backbones import load_backbone
 
@@ -91,7 +105,7 @@ def trained_run(tmp_path_factory, small_data):
             "--batch-size",
             "4",
             "--log-every-steps",
-            "1",
+            "2",
             "--run-name",
             "tiny-run",
             "--quiet",

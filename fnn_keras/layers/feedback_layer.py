@@ -133,11 +133,18 @@ class FeedbackLayer(keras.layers.RNN):
             mask = tf.cast(mask, tf.bool)
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
+    def _maybe_config_dropout_masks(self, cell, input_sequence, input_state):
+        # `RNN.call` draws dropout masks on every call, inference included,
+        # which puts random ops and seed updates into exported graphs.
+        # `inner_loop` draws them itself, and only when training.
+        pass
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
         state = initial_state[0]
 
-        # `RNN.call` has already cached one dropout mask per sequence.
+        # One dropout mask per sequence, shared by all time steps; `RNN.call`
+        # clears the cached masks after the loop.
         input_mask = None
         recurrent_mask = None
         if training and cell.dropout > 0:
@@ -200,31 +207,41 @@ class FeedbackLayer(keras.layers.RNN):
             mask = mask[start:end]
         loop_length = end - start
 
-        outputs = tf.TensorArray(
-            projected.dtype,
-            size=loop_length if self.return_sequences else 0,
-            element_shape=state.shape,
-        )
         last_output = tf.zeros_like(state)
 
-        def body(t, state, last_output, outputs):
+        def step(t, state, last_output):
             mask_t = None if mask is None else mask[t]
-            output, state, last_output = self._masked_step(
-                projected[t], mask_t, state, last_output, recurrent_mask
-            )
-            if self.return_sequences:
-                outputs = outputs.write(t, output)
-            return t + 1, state, last_output, outputs
+            return self._masked_step(projected[t], mask_t, state, last_output, recurrent_mask)
 
-        _, state, last_output, outputs = tf.while_loop(
+        # The TensorArray of per-step outputs is a loop variable only when
+        # it is returned: tf2onnx 1.17 cannot convert a loop that carries an
+        # unused one.
+        if self.return_sequences:
+            outputs = tf.TensorArray(projected.dtype, size=loop_length, element_shape=state.shape)
+
+            def body(t, state, last_output, outputs):
+                output, state, last_output = step(t, state, last_output)
+                return t + 1, state, last_output, outputs.write(t, output)
+
+            loop_vars = (tf.constant(0), state, last_output, outputs)
+        else:
+
+            def body(t, state, last_output):
+                _, state, last_output = step(t, state, last_output)
+                return t + 1, state, last_output
+
+            loop_vars = (tf.constant(0), state, last_output)
+
+        results = tf.while_loop(
             lambda t, *_: t < loop_length,
             body,
-            (tf.constant(0), state, last_output, outputs),
+            loop_vars,
             maximum_iterations=loop_length,
         )
+        state, last_output = results[1], results[2]
 
         if self.return_sequences:
-            outputs = outputs.stack()  # (steps, B, units)
+            outputs = results[3].stack()  # (steps, B, units)
             outputs = tf.pad(outputs, [[start, num_steps - end], [0, 0], [0, 0]])
             outputs = tf.transpose(outputs, [1, 0, 2])  # (B, T, units)
         else:

@@ -5,28 +5,56 @@ from __future__ import annotations
 import os
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
-class LearningRateLogger(keras.callbacks.Callback):
-    """Add the current learning rate to each training batch's logs.
+class StepScalarLogger(keras.callbacks.Callback):
+    """Write training loss, metrics and learning rate every N optimizer steps.
 
-    Place it before `keras.callbacks.TensorBoard` in the callback list: the
-    two share the logs dictionary, so TensorBoard then writes
-    `batch_learning_rate` with its other per-step scalars. (TensorBoard writes
-    the learning rate only per epoch by itself.)
+    Keras's `TensorBoard` callback with `update_freq=N` also drops the epoch
+    scalars of every epoch whose last global batch is not a multiple of N
+    (Keras 3.15: its step filter stays active while epoch metrics are
+    written). So `TensorBoard` runs with `update_freq="epoch"` and this
+    callback writes the per-step scalars, as `batch_<name>` in the same
+    `train` directory. The step is the optimizer's iteration count, which
+    `BackupAndRestore` restores, so a resumed run continues the curve.
+
+    Args:
+        log_dir: The run's TensorBoard directory; scalars go to its `train`
+            subdirectory.
+        every_steps: Write every N optimizer steps.
 
     Example:
 
     ```python
-    model.fit(data, callbacks=[LearningRateLogger(), keras.callbacks.TensorBoard()])
+    model.fit(data, callbacks=[StepScalarLogger("tensorboard_logs/run", 20)])
     ```
     """
 
+    def __init__(self, log_dir: str, every_steps: int):
+        super().__init__()
+        self.log_dir = os.path.join(log_dir, "train")
+        self.every_steps = every_steps
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
     def on_train_batch_end(self, batch, logs=None):
-        if isinstance(logs, dict):
-            rate = self.model.optimizer.learning_rate
-            logs["learning_rate"] = float(ops.convert_to_numpy(rate))
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.every_steps or not isinstance(logs, dict):
+            return
+        rate = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        with self._writer.as_default(step=step):
+            for name, value in logs.items():
+                tf.summary.scalar(f"batch_{name}", float(value))
+            tf.summary.scalar("batch_learning_rate", rate)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def build_callbacks(
@@ -60,8 +88,8 @@ def build_callbacks(
     os.makedirs(os.path.dirname(best_checkpoint), exist_ok=True)
     return [
         keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True),
-        LearningRateLogger(),
-        keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=log_every_steps),
+        keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
+        StepScalarLogger(log_dir, log_every_steps),
         keras.callbacks.ModelCheckpoint(
             best_checkpoint,
             monitor=monitor,

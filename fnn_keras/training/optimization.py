@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 from keras import ops
 
@@ -57,11 +59,68 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def _variable_path(variable) -> str:
+    # Under `tf.distribute`, `update_step` receives the per-device
+    # `tf.Variable`, named like "layer/kernel:0" or "layer/kernel/replica_1:0",
+    # instead of the Keras variable with its `path`.
+    path = getattr(variable, "path", None)
+    if path is None:
+        path = variable.name.split(":")[0]
+        path = re.sub(r"/replica_\d+$", "", path)
+    return path
+
+
+@keras.saving.register_keras_serializable(package="fnn_keras")
+class ScaledAdamW(keras.optimizers.AdamW):
+    """AdamW whose learning rate is multiplied for chosen variables.
+
+    A classifier head trained from scratch learns well at a learning rate
+    that would disturb a pretrained backbone. Scaling the gradient does not
+    help, since Adam's update is invariant to it; this optimizer scales the
+    learning rate itself for every variable whose path starts with one of
+    `learning_rate_multipliers`' keys.
+
+    Args:
+        learning_rate_multipliers: dict of variable path prefix to factor,
+            such as `{"probabilities/": 10.0}`.
+        **kwargs: Arguments of `keras.optimizers.AdamW`.
+
+    Example:
+
+    ```python
+    optimizer = ScaledAdamW({"probabilities/": 10.0}, learning_rate=5e-5)
+    ```
+    """
+
+    def __init__(self, learning_rate_multipliers=None, **kwargs):
+        super().__init__(**kwargs)
+        self.learning_rate_multipliers = dict(learning_rate_multipliers or {})
+
+    def _multiplier(self, variable) -> float:
+        path = _variable_path(variable)
+        for prefix, factor in self.learning_rate_multipliers.items():
+            if path.startswith(prefix):
+                return factor
+        return 1.0
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._multiplier(variable)
+        if factor != 1.0:
+            learning_rate = learning_rate * factor
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["learning_rate_multipliers"] = self.learning_rate_multipliers
+        return config
+
+
 def build_optimizer(
     learning_rate: float,
     total_steps: int,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
+    learning_rate_multipliers: dict[str, float] | None = None,
 ) -> keras.optimizers.AdamW:
     """Build AdamW with a warmup-then-decay schedule and decay exclusions.
 
@@ -70,6 +129,8 @@ def build_optimizer(
         total_steps: Optimizer steps in the whole run.
         warmup_ratio: Fraction of `total_steps` spent warming up.
         weight_decay: Decoupled weight decay, not applied to `NO_DECAY_NAMES`.
+        learning_rate_multipliers: Variable path prefix to learning-rate
+            factor; see `ScaledAdamW`.
 
     Returns:
         A `keras.optimizers.AdamW`.
@@ -81,8 +142,11 @@ def build_optimizer(
     ```
     """
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(total_steps * warmup_ratio)))
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6
+    optimizer = ScaledAdamW(
+        learning_rate_multipliers,
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        epsilon=1e-6,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
     return optimizer

@@ -178,11 +178,19 @@ def train(
             dropout=config.model.dropout,
             seed=config.training.seed,
         )
+        head_prefixes = [
+            f"{layer.name}/"
+            for layer in model.layers
+            if layer is not bundle.backbone and layer.weights
+        ]
         optimizer = build_optimizer(
             config.training.learning_rate,
             total_steps,
             warmup_ratio=config.training.warmup_ratio,
             weight_decay=config.training.weight_decay,
+            learning_rate_multipliers={
+                prefix: config.training.head_learning_rate_multiplier for prefix in head_prefixes
+            },
         )
         model.compile(
             optimizer=optimizer,

@@ -123,3 +123,12 @@ def test_layer_trains_under_fit():
     model.fit([x, mask], np.ones((3, 1)), epochs=2, verbose=0)
     changed = [not np.allclose(a, b) for a, b in zip(before, model.get_weights(), strict=True)]
     assert all(changed)
+
+
+def test_layer_dropout_only_in_training():
+    keras.utils.set_random_seed(0)
+    x, mask = random_inputs()
+    layer = FeedbackLayer(4, dropout=0.5, recurrent_dropout=0.5, bias_initializer="ones")
+    inference = layer(x, mask=mask, training=False)
+    np.testing.assert_array_equal(layer(x, mask=mask, training=False), inference)
+    assert not np.allclose(layer(x, mask=mask, training=True), inference)
