@@ -289,3 +289,81 @@ def load_backbone(source: str = DEFAULT_BACKBONE, seed: int = 0) -> BackboneBund
     except (OSError, ValueError, KeyError) as error:
         raise BackboneError(f"Failed to load the backbone from {path}: {error}") from error
     return bundle
+
+
+TOKENIZER_SETTINGS = "tokenizer.json"
+VOCABULARY_FILE = "vocab.txt"
+
+
+def save_tokenizer(tokenizer, directory: str, sequence_length: int) -> None:
+    """Write a tokenizer's vocabulary and settings for clients and reloads.
+
+    The directory gets `vocab.txt` (one WordPiece token per line, line `i`
+    is id `i`) and `tokenizer.json` with the settings a client needs to
+    reproduce the ids: lowercasing, accent stripping, CJK splitting, the
+    sequence length and the special token ids.
+
+    Args:
+        tokenizer: A keras-hub `BertTokenizer`.
+        directory: Destination directory, created if missing.
+        sequence_length: Tokens per text, `[CLS]` and `[SEP]` included.
+
+    Example:
+
+    ```python
+    save_tokenizer(bundle.tokenizer, "exported/run/tokenizer", 128)
+    ```
+    """
+    os.makedirs(directory, exist_ok=True)
+    vocabulary = tokenizer.get_vocabulary()
+    with open(os.path.join(directory, VOCABULARY_FILE), "w", encoding="utf-8") as file:
+        file.write("\n".join(vocabulary) + "\n")
+    settings = {
+        "vocabulary": VOCABULARY_FILE,
+        "lowercase": bool(tokenizer.lowercase),
+        "strip_accents": bool(tokenizer.strip_accents),
+        "split_on_cjk": bool(tokenizer.split_on_cjk),
+        "sequence_length": int(sequence_length),
+        "truncation": "keep the first sequence_length - 2 word pieces",
+        "cls_token_id": int(tokenizer.cls_token_id),
+        "sep_token_id": int(tokenizer.sep_token_id),
+        "pad_token_id": int(tokenizer.pad_token_id),
+        "unknown_token": tokenizer.oov_token,
+    }
+    with open(os.path.join(directory, TOKENIZER_SETTINGS), "w", encoding="utf-8") as file:
+        json.dump(settings, file, ensure_ascii=False, indent=2)
+
+
+def load_tokenizer(directory: str):
+    """Rebuild the tokenizer written by `save_tokenizer`.
+
+    Args:
+        directory: Directory holding `vocab.txt` and `tokenizer.json`.
+
+    Returns:
+        A tuple `(tokenizer, sequence_length)`.
+
+    Raises:
+        BackboneError: A file is missing or invalid.
+
+    Example:
+
+    ```python
+    tokenizer, sequence_length = load_tokenizer("exported/run/tokenizer")
+    ```
+    """
+    settings_path = os.path.join(directory, TOKENIZER_SETTINGS)
+    try:
+        with open(settings_path, encoding="utf-8") as file:
+            settings = json.load(file)
+        vocabulary = os.path.join(directory, settings["vocabulary"])
+        tokenizer = keras_hub.models.BertTokenizer(
+            vocabulary=vocabulary,
+            lowercase=settings["lowercase"],
+            strip_accents=settings["strip_accents"],
+            split_on_cjk=settings["split_on_cjk"],
+        )
+        sequence_length = int(settings["sequence_length"])
+    except (OSError, ValueError, KeyError) as error:
+        raise BackboneError(f"Invalid tokenizer files in {directory}: {error}") from error
+    return tokenizer, sequence_length

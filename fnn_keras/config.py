@@ -350,8 +350,28 @@ class RunPaths:
         return os.path.join(self.run_dir, "model.keras")
 
     @property
-    def preprocessor(self) -> str:
-        return os.path.join(self.run_dir, "preprocessor")
+    def tokenizer(self) -> str:
+        return os.path.join(self.run_dir, "tokenizer")
+
+    @property
+    def export_report(self) -> str:
+        return os.path.join(self.run_dir, "export_report.json")
+
+    @property
+    def models_config(self) -> str:
+        return os.path.join(self.run_dir, "models.config")
+
+    @property
+    def ids_only_dir(self) -> str:
+        return os.path.join(self.run_dir, "ids_only")
+
+    @property
+    def tflite_dir(self) -> str:
+        return os.path.join(self.run_dir, "tflite")
+
+    @property
+    def onnx_dir(self) -> str:
+        return os.path.join(self.run_dir, "onnx")
 
     @property
     def best_checkpoint(self) -> str:

@@ -161,8 +161,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"Report:           {os.path.join(paths.run_dir, 'report.md')}")
     print(f"Keras model:      {paths.model}")
-    if result.saved_model:
-        print(f"SavedModel:       {result.saved_model}")
+    if result.export_report is not None:
+        for entry in result.export_report["artifacts"]:
+            name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
+            if "error" in entry:
+                print(f"Export FAILED:    {name}: {entry['error']}")
+            else:
+                print(f"Export {name + ':':<26}{entry['path']}")
+        print(f"Export report:    {paths.export_report}")
+        if result.export_report["failed"]:
+            _fail(
+                f"{len(result.export_report['failed'])} export(s) failed; the model "
+                "and the other exports are kept and listed above."
+            )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ def build_preprocessor(tokenizer, sequence_length: int):
     features = preprocessor(tf.constant(["a good film"]))
     ```
     """
+    # For one segment, "waterfall" truncation keeps the same tokens as the
+    # default "round_robin", and it builds from core TensorFlow ops, while
+    # "round_robin" needs the TF Text op RoundRobinTrim (TF Serving < 2.20
+    # lacks it).
     return keras_hub.models.BertTextClassifierPreprocessor(
-        tokenizer, sequence_length=sequence_length
+        tokenizer, sequence_length=sequence_length, truncate="waterfall"
     )
 
 

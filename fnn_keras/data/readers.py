@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+from importlib import resources
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ class Examples:
             self.lines[:count],
             dict(self.skipped),
         )
+
+
+def demo_data_paths() -> tuple[str, str]:
+    """Return the paths of the demo train and dev files shipped in the package."""
+    root = resources.files("fnn_keras") / "demo_data"
+    return str(root / "train.tsv"), str(root / "dev.tsv")
 
 
 def _label_to_string(value) -> str | None:

@@ -14,6 +14,9 @@ from fnn_keras.data.pipeline import trim_batch
 
 logger = logging.getLogger(__name__)
 
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
 
 def next_version(model_dir: str) -> int:
     """Return one more than the highest numeric version under `model_dir`.
@@ -30,21 +33,118 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model: keras.Model, preprocessor, labels: list[str], model_dir: str) -> str:
+def _outputs(probabilities, label_table):
+    label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    return {
+        "probabilities": probabilities,
+        "label": tf.gather(label_table, label_id),
+        "label_id": label_id,
+    }
+
+
+def write_warmup_requests(path: str, model_name: str, texts: list[str]) -> None:
+    """Write TF Serving warmup records: one `PredictionLog` per text.
+
+    Each record is a `serving_default` Predict request with a batch of one
+    text, built with the tensorflow-serving-api protos.
+
+    Args:
+        path: Destination, `<version>/assets.extra/tf_serving_warmup_requests`.
+        model_name: The model name TF Serving serves the export under.
+        texts: The texts to send; at most a few are needed.
+
+    Example:
+
+    ```python
+    write_warmup_requests(path, "my-run", ["a fine film"])
+    ```
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for text in texts:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+            )
+            request.inputs["text"].CopyFrom(
+                tf.make_tensor_proto([text.encode("utf-8")], dtype=tf.string)
+            )
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def write_models_config(path: str, model_name: str) -> None:
+    """Write a TF Serving model server config for a run's two SavedModels.
+
+    `<model_name>` (raw text in, needs TF Text ops) has base path
+    `/models/<model_name>`, where the README's `docker run` command mounts
+    the run directory; `<model_name>-ids` (token ids in) is its `ids_only/`
+    subdirectory.
+
+    Example:
+
+    ```python
+    write_models_config("exported/my-run/models.config", "my-run")
+    ```
+    """
+    entries = [
+        (model_name, f"/models/{model_name}"),
+        (f"{model_name}-ids", f"/models/{model_name}/ids_only"),
+    ]
+    text = "model_config_list {\n"
+    for name, base_path in entries:
+        text += (
+            "  config {\n"
+            f'    name: "{name}"\n'
+            f'    base_path: "{base_path}"\n'
+            '    model_platform: "tensorflow"\n'
+            "  }\n"
+        )
+    text += "}\n"
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def export_saved_model(
+    model: keras.Model,
+    preprocessor,
+    labels: list[str],
+    model_dir: str,
+    warmup_texts: list[str] | None = None,
+    version: int | None = None,
+) -> str:
     """Export `model` as the next numbered SavedModel version for TF Serving.
 
-    The `serving_default` signature takes a batch of raw UTF-8 strings named
-    `text` and returns `probabilities` (float32, `(batch, num_labels)`),
-    `label` (string) and `label_id` (int32). Tokenization runs inside the
-    graph. The version is written to a temporary directory beside the final
-    one and renamed into place when complete, so a server watching
-    `model_dir` never sees half an export.
+    Two signatures share the weights:
+
+    - `serving_default`: input `text`, a batch of raw UTF-8 strings;
+      tokenization runs inside the graph with TensorFlow Text ops.
+    - `predict_ids`: inputs `token_ids`, `segment_ids` and `padding_mask`,
+      int32 `(batch, sequence)`, as the tokenizer files beside the exports
+      produce them; no TensorFlow Text ops, so any TF Serving build runs it.
+
+    Both return `probabilities` (float32, `(batch, num_labels)`), `label`
+    (string) and `label_id` (int32). The version is written to a temporary
+    directory beside the final one and renamed into place when complete, so a
+    server watching `model_dir` never sees half an export.
+
+    With `preprocessor=None`, the export holds only the token-id function,
+    under both `serving_default` and `predict_ids`. Loading a SavedModel
+    registers every op of every function in it, so only such an export loads
+    where TensorFlow Text ops are missing.
 
     Args:
         model: The trained classifier taking token-id dictionaries.
-        preprocessor: The keras-hub preprocessor used in training.
+        preprocessor: The keras-hub preprocessor used in training, or `None`
+            for a token-id-only export.
         labels: Label names in class-id order.
         model_dir: `<export_dir>/<run_name>`; versions go below it.
+        warmup_texts: Texts for `assets.extra/tf_serving_warmup_requests`;
+            `None` writes no warmup file. Needs `preprocessor`.
+        version: Version number; defaults to `next_version(model_dir)`.
 
     Returns:
         The path of the new version directory.
@@ -56,30 +156,51 @@ def export_saved_model(model: keras.Model, preprocessor, labels: list[str], mode
     ```
     """
     os.makedirs(model_dir, exist_ok=True)
-    version = next_version(model_dir)
+    version = version or next_version(model_dir)
     final_path = os.path.join(model_dir, str(version))
+    if os.path.exists(final_path):
+        raise FileExistsError(17, "SavedModel version already exists", final_path)
     label_table = tf.constant(labels, dtype=tf.string)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.track(preprocessor)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def serve_text(text):
-        features = trim_batch(preprocessor(text))
-        probabilities = model(features, training=False)
-        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {
-            "probabilities": probabilities,
-            "label": tf.gather(label_table, label_id),
-            "label_id": label_id,
+    id_signature = [tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES]
+
+    @tf.function(input_signature=id_signature)
+    def serve_ids(token_ids, segment_ids, padding_mask):
+        features = {
+            "token_ids": token_ids,
+            "segment_ids": segment_ids,
+            "padding_mask": padding_mask,
         }
+        return _outputs(model(features, training=False), label_table)
 
-    archive.add_endpoint("serving_default", serve_text)
+    if preprocessor is not None:
+        if not preprocessor.built:
+            preprocessor(tf.constant([""]))
+        archive.track(preprocessor)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve_text(text):
+            features = trim_batch(preprocessor(text))
+            return _outputs(model(features, training=False), label_table)
+
+        archive.add_endpoint("serving_default", serve_text)
+    else:
+        archive.add_endpoint("serving_default", serve_ids)
+        warmup_texts = None
+    archive.add_endpoint("predict_ids", serve_ids)
 
     temporary = tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir)
     try:
         archive.write_out(temporary, verbose=False)
+        if warmup_texts:
+            write_warmup_requests(
+                os.path.join(temporary, WARMUP_FILE),
+                os.path.basename(os.path.normpath(model_dir)),
+                warmup_texts,
+            )
         os.rename(temporary, final_path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

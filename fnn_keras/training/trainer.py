@@ -9,21 +9,21 @@ import logging
 import math
 import os
 import time
-from importlib import resources
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from fnn_keras.backbones import BackboneError, load_backbone
+from fnn_keras.backbones import BackboneError, load_backbone, save_tokenizer
 from fnn_keras.config import Config, ConfigError, RunPaths, run_paths, save_config
 from fnn_keras.data.labels import LabelVocabulary
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset
-from fnn_keras.data.readers import Examples, read_examples
+from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
 from fnn_keras.data.summary import log_summary, summarize_split
 from fnn_keras.evaluation.metrics import classification_metrics
 from fnn_keras.evaluation.report import write_report
-from fnn_keras.export.savedmodel import export_saved_model
+from fnn_keras.export.exporter import export_run
+from fnn_keras.export.trained_run import load_trained_run
 from fnn_keras.models.classifier import build_classifier
 from fnn_keras.training.callbacks import build_callbacks
 from fnn_keras.training.optimization import build_optimizer
@@ -39,22 +39,16 @@ class RunResult:
     Attributes:
         paths: Where the run wrote.
         metrics: Dev metrics from `classification_metrics`.
-        saved_model: Path of the exported SavedModel version, or `None`.
+        export_report: The report of `export_run`, or `None` without export.
         train_seconds: Wall time of `fit`.
         epochs_run: Epochs completed before early stopping.
     """
 
     paths: RunPaths
     metrics: dict
-    saved_model: str | None
+    export_report: dict | None
     train_seconds: float
     epochs_run: int
-
-
-def demo_data_paths() -> tuple[str, str]:
-    """Return the paths of the demo train and dev files shipped in the package."""
-    root = resources.files("fnn_keras") / "demo_data"
-    return str(root / "train.tsv"), str(root / "dev.tsv")
 
 
 def new_run_name(export_dir: str, log_dir: str) -> str:
@@ -253,22 +247,23 @@ def train(
     write_report(metrics, paths.run_dir, title=f"Dev evaluation of run {run_name}")
 
     model.save(paths.model)
-    preprocessor.save_to_preset(paths.preprocessor)
-    saved_model = None
+    save_tokenizer(bundle.tokenizer, paths.tokenizer, config.data.sequence_length)
+    export_report = None
     if config.output.export:
         # Export from the saved file: a SavedModel cannot hold the mirrored
         # variables the strategy created, and this exports exactly what
         # `model.keras` holds.
-        saved_model = export_saved_model(
-            keras.saving.load_model(paths.model),
-            preprocessor,
-            labels.labels,
-            paths.run_dir,
+        run = load_trained_run(paths.run_dir)
+        export_report = export_run(
+            run,
+            dev_examples.texts,
+            dev_label_ids,
+            calibration_texts=train_examples.texts,
         )
     return RunResult(
         paths=paths,
         metrics=metrics,
-        saved_model=saved_model,
+        export_report=export_report,
         train_seconds=train_seconds,
         epochs_run=len(history.history.get("loss", [])),
     )

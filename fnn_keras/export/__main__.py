@@ -1,0 +1,112 @@
+"""Export a trained run: `python -m fnn_keras.export RUN`.
+
+Writes a SavedModel version for TF Serving, TFLite variants and ONNX, checks
+each against the Keras model on dev texts, and writes `export_report.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fnn_keras.export",
+        description="Export a trained run to SavedModel, TFLite and ONNX and check each "
+        "against the Keras model.",
+    )
+    parser.add_argument(
+        "run", help="Run name under --export-dir, a run directory, or a model.keras path."
+    )
+    parser.add_argument(
+        "--export-dir", default="exported", help="Root of run directories. Default: exported."
+    )
+    parser.add_argument(
+        "--formats",
+        default="saved_model,tflite,onnx",
+        help="Comma-separated formats. Default: saved_model,tflite,onnx.",
+    )
+    parser.add_argument(
+        "--tflite-variants",
+        default="float32,float16,dynamic_int8,full_int8",
+        help="Comma-separated TFLite variants. Default: all four.",
+    )
+    parser.add_argument(
+        "--data",
+        help="Labelled file for the parity check. Default: the run's dev file.",
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="Text column of --data. Default: text."
+    )
+    parser.add_argument(
+        "--label-column", default="label", help="Label column of --data. Default: label."
+    )
+    parser.add_argument(
+        "--parity-examples",
+        type=int,
+        default=0,
+        help="Use only the first N texts for the parity check. Default: all.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="Warnings only.")
+    return parser
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    from fnn_keras.data.labels import LabelError, LabelVocabulary
+    from fnn_keras.data.readers import DataError, read_examples
+    from fnn_keras.export.exporter import export_run
+    from fnn_keras.export.trained_run import ExportError, load_trained_run
+
+    formats = tuple(x for x in args.formats.split(",") if x)
+    variants = tuple(x for x in args.tflite_variants.split(",") if x)
+    try:
+        run = load_trained_run(args.run, args.export_dir)
+        data_path = args.data or run.dev_path
+        if data_path is None:
+            raise ExportError("The run names no dev file that exists here; pass --data FILE.")
+        examples = read_examples(data_path, args.text_column, args.label_column)
+        if args.parity_examples > 0:
+            examples = examples.head(args.parity_examples)
+        label_ids = LabelVocabulary(run.labels).encode(examples.labels)
+        report = export_run(
+            run, examples.texts, label_ids, formats=formats, tflite_variants=variants
+        )
+    except (ExportError, DataError, LabelError) as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+
+    for entry in report["artifacts"]:
+        name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
+        if "error" in entry:
+            print(f"FAILED  {name}: {entry['error']}")
+        else:
+            result = entry["parity"]
+            print(
+                f"ok      {name}: {entry['path']}  max abs diff {result['max_abs_diff']:.2e}, "
+                f"top-1 agreement {result['top1_agreement']:.4f}"
+            )
+    print(f"Report: {run.paths.export_report}")
+    if report["failed"]:
+        _fail(
+            f"{len(report['failed'])} export(s) failed: {', '.join(report['failed'])}; "
+            "the others are kept and listed above."
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""Exporting a trained run to every format and proving each equals Keras."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from fnn_keras.backbones import save_tokenizer
+from fnn_keras.export import parity
+from fnn_keras.export.onnx import OPSET, export_onnx
+from fnn_keras.export.savedmodel import export_saved_model, write_models_config
+from fnn_keras.export.tflite import VARIANTS, TFLiteRunner, export_tflite_variants, tflite_op_names
+from fnn_keras.export.trained_run import ExportError, TrainedRun
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("saved_model", "tflite", "onnx")
+DEFAULT_TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
+# Calibration texts for full-integer quantization.
+CALIBRATION_EXAMPLES = 100
+
+
+def saved_model_ops(path: str) -> list[str]:
+    """Return the op types in a SavedModel graph that core TensorFlow lacks.
+
+    These come from TensorFlow Text (the in-graph tokenizer); a server must
+    register them to load the SavedModel.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as file:
+        saved_model.ParseFromString(file.read())
+    ops = set()
+    for graph in saved_model.meta_graphs:
+        ops.update(node.op for node in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    core = set(dir(tf.raw_ops))
+    return sorted(op for op in ops if op not in core)
+
+
+def _tensor_specs(specs) -> list[dict]:
+    return [
+        {"name": name, "dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+        for name, spec in sorted(specs.items())
+    ]
+
+
+def _file_size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
+    return total
+
+
+def _write_client_files(run: TrainedRun, directory: str) -> None:
+    save_tokenizer(run.tokenizer, directory, run.sequence_length)
+    shutil.copyfile(run.paths.labels, os.path.join(directory, "labels.json"))
+
+
+def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts):
+    path = export_saved_model(
+        run.model, run.preprocessor, run.labels, run.paths.run_dir, warmup_texts=warmup_texts
+    )
+    version = int(os.path.basename(path))
+    ids_path = export_saved_model(
+        run.model, None, run.labels, run.paths.ids_only_dir, version=version
+    )
+    write_models_config(run.paths.models_config, run.paths.run_name)
+    loaded = tf.saved_model.load(path)
+    loaded_ids = tf.saved_model.load(ids_path)
+    entries = []
+    checks = (
+        ("serving_default", path, loaded),
+        ("predict_ids", path, loaded),
+        ("ids_only", ids_path, loaded_ids),
+    )
+    for signature, artifact_path, artifact in checks:
+        name = "predict_ids" if signature == "ids_only" else signature
+        function = artifact.signatures[name]
+        if signature == "serving_default":
+            probabilities = np.concatenate(
+                [
+                    function(text=tf.constant(texts[i : i + 32]))["probabilities"].numpy()
+                    for i in range(0, len(texts), 32)
+                ]
+            )
+        else:
+
+            def run_ids(batch, function=function):
+                tensors = {name: tf.constant(value) for name, value in batch.items()}
+                return function(**tensors)["probabilities"]
+
+            probabilities = parity.run_in_batches(run_ids, features, 32, trim=True)
+        entries.append(
+            {
+                "format": "saved_model",
+                "variant": signature,
+                "path": artifact_path,
+                "size_bytes": _file_size(artifact_path),
+                "inputs": _tensor_specs(function.structured_input_signature[1]),
+                "outputs": _tensor_specs(function.structured_outputs),
+                "parity": parity.compare(reference, probabilities, label_ids),
+            }
+        )
+    for entry in entries:
+        entry["non_core_ops"] = saved_model_ops(entry["path"])
+    return entries
+
+
+def _export_tflite(run, features, reference, label_ids, variants, calibration_texts):
+    directory = run.paths.tflite_dir
+    _write_client_files(run, directory)
+
+    def representative_inputs():
+        calibration = parity.fixed_length_features(run.preprocessor, calibration_texts)
+        for i in range(len(calibration_texts)):
+            yield {name: value[i : i + 1] for name, value in calibration.items()}
+
+    results = export_tflite_variants(
+        run.model, directory, run.sequence_length, list(variants), representative_inputs
+    )
+    entries = []
+    for variant, result in results.items():
+        entry = {"format": "tflite", "variant": variant, "description": VARIANTS[variant]}
+        if "error" in result:
+            entry["error"] = result["error"]
+            entries.append(entry)
+            continue
+        path = result["path"]
+        runner = TFLiteRunner(path)
+        probabilities = runner(features)
+        details = runner.interpreter
+        entry.update(
+            {
+                "path": path,
+                "size_bytes": _file_size(path),
+                "inputs": [
+                    {
+                        "name": d["name"],
+                        "dtype": np.dtype(d["dtype"]).name,
+                        "shape": d["shape"].tolist(),
+                    }
+                    for d in details.get_input_details()
+                ],
+                "outputs": [
+                    {
+                        "name": d["name"],
+                        "dtype": np.dtype(d["dtype"]).name,
+                        "shape": d["shape"].tolist(),
+                    }
+                    for d in details.get_output_details()
+                ],
+                "ops": tflite_op_names(path),
+                "parity": parity.compare(reference, probabilities, label_ids),
+            }
+        )
+        entries.append(entry)
+    return entries
+
+
+def _export_onnx(run, features, reference, label_ids):
+    import onnx
+    import onnxruntime
+
+    directory = run.paths.onnx_dir
+    _write_client_files(run, directory)
+    path = export_onnx(run.model, os.path.join(directory, "model.onnx"))
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def run_session(batch):
+        return session.run(None, {name: batch[name] for name in parity.INPUT_NAMES})[0]
+
+    checks = {
+        "batch_32_longest_in_batch": parity.run_in_batches(run_session, features, 32, trim=True),
+        "batch_1_unpadded": parity.run_in_batches(run_session, features, 1, trim=True),
+        f"batch_32_padded_to_{run.sequence_length}": parity.run_in_batches(
+            run_session, features, 32, trim=False
+        ),
+    }
+    graph = onnx.load(path).graph
+    ops = sorted({node.op_type for node in graph.node})
+    entry = {
+        "format": "onnx",
+        "variant": f"opset{OPSET}",
+        "path": path,
+        "size_bytes": _file_size(path),
+        "inputs": [
+            {"name": i.name, "dtype": i.type, "shape": [str(d) for d in i.shape]}
+            for i in session.get_inputs()
+        ],
+        "outputs": [
+            {"name": o.name, "dtype": o.type, "shape": [str(d) for d in o.shape]}
+            for o in session.get_outputs()
+        ],
+        "ops": ops,
+        "string_ops": [op for op in ops if "String" in op or op == "Tokenizer"],
+        "parity": parity.compare(reference, checks["batch_32_longest_in_batch"], label_ids),
+        "parity_by_shape": {
+            name: parity.compare(reference, probabilities, label_ids)
+            for name, probabilities in checks.items()
+        },
+    }
+    return [entry]
+
+
+def export_run(
+    run: TrainedRun,
+    texts: list[str],
+    label_ids: list[int] | None = None,
+    formats: tuple[str, ...] = FORMATS,
+    tflite_variants: tuple[str, ...] = DEFAULT_TFLITE_VARIANTS,
+    calibration_texts: list[str] | None = None,
+) -> dict:
+    """Export a run to each format and compare every artifact with Keras.
+
+    A format or TFLite variant that fails is recorded in the report with its
+    error, and the others still run. The report is written to
+    `export_report.json` and `export_report.md` in the run directory.
+
+    Args:
+        run: The run from `load_trained_run`.
+        texts: Texts for the parity check (and the first few for TF Serving
+            warmup).
+        label_ids: Their class ids, for accuracy; `None` when unlabelled.
+        formats: Any of `FORMATS`.
+        tflite_variants: Any of `tflite.VARIANTS`.
+        calibration_texts: Training texts for `full_int8`; defaults to
+            `texts`.
+
+    Returns:
+        The report as a dict; `report["failed"]` lists what failed.
+
+    Example:
+
+    ```python
+    report = export_run(load_trained_run("my-run"), dev_texts, dev_label_ids)
+    ```
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ExportError(
+            f"Unknown export format(s): {', '.join(unknown)}. Valid: {', '.join(FORMATS)}."
+        )
+    bad_variants = sorted(set(tflite_variants) - set(VARIANTS))
+    if bad_variants:
+        raise ExportError(
+            f"Unknown TFLite variant(s): {', '.join(bad_variants)}. Valid: {', '.join(VARIANTS)}."
+        )
+    if not texts:
+        raise ExportError("The parity check needs at least one text.")
+
+    labels = None if label_ids is None else np.asarray(label_ids)
+    reference = parity.keras_probabilities(run.model, run.preprocessor, texts)
+    features = parity.fixed_length_features(run.preprocessor, texts)
+    calibration = (calibration_texts or texts)[:CALIBRATION_EXAMPLES]
+
+    artifacts = []
+    steps = {
+        "saved_model": lambda: _export_saved_model(
+            run, texts, features, reference, labels, texts[:5]
+        ),
+        "tflite": lambda: _export_tflite(
+            run, features, reference, labels, tflite_variants, calibration
+        ),
+        "onnx": lambda: _export_onnx(run, features, reference, labels),
+    }
+    for name in formats:
+        try:
+            artifacts.extend(steps[name]())
+        except Exception as error:  # noqa: BLE001  (one failed format keeps the others)
+            lines = str(error).strip().splitlines() or [""]
+            logger.error("%s export failed: %s: %s", name, error.__class__.__name__, lines[-1])
+            artifacts.append({"format": name, "error": f"{error.__class__.__name__}: {lines[-1]}"})
+
+    report = {
+        "run": run.paths.run_name,
+        "sequence_length": run.sequence_length,
+        "parity_examples": len(texts),
+        "keras_accuracy": None
+        if labels is None
+        else float((reference.argmax(axis=1) == labels).mean()),
+        "truncation": "waterfall (core TensorFlow ops; RoundRobinTrim is not used)",
+        "artifacts": artifacts,
+        "failed": [
+            f"{a['format']}" + (f"/{a['variant']}" if "variant" in a else "")
+            for a in artifacts
+            if "error" in a
+        ],
+    }
+    with open(run.paths.export_report, "w", encoding="utf-8") as file:
+        json.dump(report, file, ensure_ascii=False, indent=2)
+    with open(os.path.splitext(run.paths.export_report)[0] + ".md", "w", encoding="utf-8") as file:
+        file.write(format_export_report(report))
+    return report
+
+
+def format_export_report(report: dict) -> str:
+    """Render an export report as a Markdown table.
+
+    Example:
+
+    ```python
+    print(format_export_report(report))
+    ```
+    """
+    lines = [
+        f"# Export report for run {report['run']}",
+        "",
+        f"Parity on {report['parity_examples']} texts against the Keras model"
+        + (
+            f" (Keras accuracy {report['keras_accuracy']:.4f})."
+            if report["keras_accuracy"] is not None
+            else "."
+        ),
+        "",
+        "| artifact | size (MB) | max abs diff | top-1 agreement | accuracy | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in report["artifacts"]:
+        name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
+        if "error" in entry:
+            lines.append(f"| {name} | | | | | failed: {entry['error']} |")
+            continue
+        result = entry["parity"]
+        accuracy = f"{result['accuracy']:.4f}" if "accuracy" in result else ""
+        note = ""
+        if entry.get("non_core_ops"):
+            note = "TF Text ops: " + ", ".join(entry["non_core_ops"])
+        lines.append(
+            f"| {name} | {entry['size_bytes'] / 1e6:.1f} | {result['max_abs_diff']:.2e} "
+            f"| {result['top1_agreement']:.4f} | {accuracy} | {note} |"
+        )
+    return "\n".join(lines) + "\n"

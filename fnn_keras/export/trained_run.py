@@ -1,0 +1,134 @@
+"""Loading a finished run: its model, tokenizer, labels and configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import zipfile
+
+import keras
+
+from fnn_keras.backbones import BackboneError, load_tokenizer
+from fnn_keras.config import ConfigError, RunPaths, config_from_dict, load_yaml
+from fnn_keras.data.labels import LabelVocabulary
+from fnn_keras.data.pipeline import build_preprocessor
+from fnn_keras.data.readers import demo_data_paths
+
+logger = logging.getLogger(__name__)
+
+
+class ExportError(ValueError):
+    """Raised when a run cannot be loaded or an export cannot be written."""
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A trained model with everything needed to serve it.
+
+    Attributes:
+        paths: Where the run's files are.
+        model: The classifier, loaded from `model.keras`.
+        tokenizer: The keras-hub tokenizer used in training.
+        preprocessor: A preprocessor at the training sequence length.
+        labels: Label names in class-id order.
+        sequence_length: Tokens per text used in training.
+        dev_path: The run's dev file, if its config names one that exists.
+    """
+
+    paths: RunPaths
+    model: keras.Model
+    tokenizer: object
+    preprocessor: object
+    labels: list[str]
+    sequence_length: int
+    dev_path: str | None
+
+
+def _resolve(run: str, export_dir: str) -> RunPaths:
+    if run.endswith(".keras"):
+        if not os.path.isfile(run):
+            raise ExportError(f"Model file not found: {run}")
+        run_dir = os.path.dirname(os.path.abspath(run))
+        name = os.path.basename(run_dir)
+        paths = RunPaths(name, run_dir, "")
+        if os.path.abspath(paths.model) != os.path.abspath(run):
+            raise ExportError(
+                f"{run}: the model file of a run must be named model.keras, "
+                "beside labels.json and tokenizer/."
+            )
+        return paths
+    run_dir = run if os.path.isdir(run) else os.path.join(export_dir, run)
+    if not os.path.isdir(run_dir):
+        raise ExportError(
+            f"Run not found: {run!r} is neither a directory nor a run name in "
+            f"{export_dir}/. Pass a run name, a run directory or a model.keras path."
+        )
+    run_dir = os.path.normpath(run_dir)
+    paths = RunPaths(os.path.basename(run_dir), run_dir, "")
+    if not os.path.isfile(paths.model):
+        raise ExportError(
+            f"{run_dir} has no model.keras; the run may not have finished. "
+            "Rerun its training command to resume it."
+        )
+    return paths
+
+
+def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
+    """Load a finished run by name, directory or `model.keras` path.
+
+    Args:
+        run: A run name under `export_dir`, a run directory, or the path of
+            a run's `model.keras`.
+        export_dir: Root of run directories.
+
+    Returns:
+        A `TrainedRun`.
+
+    Raises:
+        ExportError: The run is missing, incomplete or corrupt.
+
+    Example:
+
+    ```python
+    run = load_trained_run("run-20261204-201500")
+    run.model.summary()
+    ```
+    """
+    paths = _resolve(run, export_dir)
+    for required in (paths.labels, paths.tokenizer):
+        if not os.path.exists(required):
+            raise ExportError(f"{paths.run_dir} is missing {os.path.basename(required)}.")
+    try:
+        model = keras.saving.load_model(paths.model, compile=False)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise ExportError(
+            f"Failed to load {paths.model}: {error.__class__.__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}. The file may be "
+            "corrupt; retrain or restore it."
+        ) from None
+    try:
+        tokenizer, sequence_length = load_tokenizer(paths.tokenizer)
+        labels = LabelVocabulary.load(paths.labels).labels
+    except (BackboneError, OSError, ValueError) as error:
+        raise ExportError(f"{paths.run_dir}: {error}") from None
+
+    dev_path = None
+    if os.path.isfile(paths.config):
+        try:
+            config = config_from_dict(load_yaml(paths.config), paths.config)
+            dev_path = config.data.dev or demo_data_paths()[1]
+        except ConfigError as error:
+            logger.warning("Ignoring the run's config: %s", error)
+    if dev_path is not None and not os.path.isfile(dev_path):
+        dev_path = None
+
+    return TrainedRun(
+        paths=paths,
+        model=model,
+        tokenizer=tokenizer,
+        preprocessor=build_preprocessor(tokenizer, sequence_length),
+        labels=labels,
+        sequence_length=sequence_length,
+        dev_path=dev_path,
+    )

@@ -1,0 +1,92 @@
+"""Classify texts with a trained run or any of its exports.
+
+    python -m fnn_keras.predict ARTIFACT "first text" "second text"
+    python -m fnn_keras.predict ARTIFACT --file texts.txt
+    cat texts.txt | python -m fnn_keras.predict ARTIFACT
+
+ARTIFACT is a run name or directory, a `model.keras`, a SavedModel version
+directory, a `.tflite` file or a `.onnx` file. Output is JSON Lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fnn_keras.predict",
+        description="Classify texts; prints one JSON object per text.",
+    )
+    parser.add_argument(
+        "artifact",
+        help="Run name or directory, model.keras, SavedModel version directory, "
+        ".tflite or .onnx file.",
+    )
+    parser.add_argument("texts", nargs="*", help="Texts to classify. Default: --file or stdin.")
+    parser.add_argument("--file", help="UTF-8 file with one text per line.")
+    parser.add_argument("--export-dir", default="exported", help="Root of run directories.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Texts per batch. Default: 32.")
+    return parser
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _read_texts(args) -> list[str]:
+    if args.texts and args.file:
+        _fail("pass texts as arguments or with --file, not both.")
+    if args.texts:
+        return list(args.texts)
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as file:
+                return file.read().splitlines()
+        except FileNotFoundError:
+            _fail(f"text file not found: {args.file}")
+        except UnicodeDecodeError as error:
+            _fail(
+                f"{args.file}: invalid UTF-8 byte {error.object[error.start]:#04x}; convert it to UTF-8."
+            )
+    return sys.stdin.read().splitlines()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.batch_size < 1:
+        _fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
+    texts = _read_texts(args)
+
+    from fnn_keras.export.predictors import PredictorError, load_predictor
+
+    try:
+        predictor = load_predictor(args.artifact, args.export_dir)
+        probabilities = predictor.predict(texts, args.batch_size)
+    except PredictorError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{error.strerror or error}: {error.filename or os.path.basename(args.artifact)}")
+
+    labels = predictor.labels
+    for text, row in zip(texts, probabilities, strict=True):
+        best = int(row.argmax())
+        record = {
+            "text": text,
+            "label": labels[best],
+            "label_id": best,
+            "probabilities": {
+                label: round(float(p), 6) for label, p in zip(labels, row, strict=True)
+            },
+        }
+        print(json.dumps(record, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
