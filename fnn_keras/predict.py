@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
+
+from fnn_keras.cli import fail, os_error_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,14 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _read_texts(args) -> list[str]:
     if args.texts and args.file:
-        _fail("pass texts as arguments or with --file, not both.")
+        fail("pass texts as arguments or with --file, not both.")
     if args.texts:
         return list(args.texts)
     if args.file:
@@ -49,9 +45,9 @@ def _read_texts(args) -> list[str]:
             with open(args.file, encoding="utf-8") as file:
                 return file.read().splitlines()
         except FileNotFoundError:
-            _fail(f"text file not found: {args.file}")
+            fail(f"text file not found: {args.file}")
         except UnicodeDecodeError as error:
-            _fail(
+            fail(
                 f"{args.file}: invalid UTF-8 byte {error.object[error.start]:#04x}; convert it to UTF-8."
             )
     return sys.stdin.read().splitlines()
@@ -61,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.batch_size < 1:
-        _fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
+        fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
     texts = _read_texts(args)
 
     from fnn_keras.export.predictors import PredictorError, load_predictor
@@ -70,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         predictor = load_predictor(args.artifact, args.export_dir)
         probabilities = predictor.predict(texts, args.batch_size)
     except PredictorError as error:
-        _fail(str(error))
+        fail(str(error))
     except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename or os.path.basename(args.artifact)}")
+        fail(os_error_message(error))
 
     labels = predictor.labels
     for text, row in zip(texts, probabilities, strict=True):

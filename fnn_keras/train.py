@@ -7,9 +7,9 @@ or `python -m fnn_keras.train --help` for every option.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
+
+from fnn_keras.cli import fail, os_error_message, setup_logging
 
 # Flag name to the config field it sets.
 FLAG_FIELDS = {
@@ -107,24 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--export",
         action=argparse.BooleanOptionalAction,
-        help="Export a SavedModel at the end. Default: on.",
+        help="Export SavedModel, TFLite and ONNX at the end. Default: on.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress bar; warnings only.")
     return parser
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.quiet)
 
     from fnn_keras.backbones import BackboneError
     from fnn_keras.config import ConfigError, config_from_dict, load_yaml, merge_overrides
@@ -143,12 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         config = config_from_dict(merge_overrides(values, overrides), source)
         result = train(config, verbose=0 if args.quiet else "auto")
     except (ConfigError, DataError, LabelError, BackboneError) as error:
-        _fail(str(error))
+        fail(str(error))
     except OSError as error:
         # Unwritable output directories, full disks and the like.
-        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        fail(os_error_message(error))
     except KeyboardInterrupt:
-        _fail("interrupted; rerun the same command with the same --run-name to resume.")
+        fail("interrupted; rerun the same command with the same --run-name to resume.")
 
     metrics = result.metrics
     paths = result.paths
@@ -170,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"Export {name + ':':<26}{entry['path']}")
         print(f"Export report:    {paths.export_report}")
         if result.export_report["failed"]:
-            _fail(
+            fail(
                 f"{len(result.export_report['failed'])} export(s) failed; the model "
                 "and the other exports are kept and listed above."
             )

@@ -33,6 +33,16 @@ def run_python(args, cwd, timeout=900):
     )
 
 
+def assert_one_line_error(err, *fragments):
+    """Check that stderr holds one `error:` line naming each fragment."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 def write_tsv(path, rows, header=("text", "label")):
     """Write rows as an unquoted TSV file with a header."""
     with open(path, "w", encoding="utf-8") as file:

@@ -11,9 +11,9 @@ from fnn_keras.config import (
     config_from_dict,
     load_yaml,
     merge_overrides,
-    run_paths,
     save_config,
 )
+from fnn_keras.layout import run_paths
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops the SavedModel uses)
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import SMALL_DEV, SMALL_TRAIN, write_tsv
+from conftest import SMALL_DEV, SMALL_TRAIN, assert_one_line_error, write_tsv
 from fnn_keras import train as train_cli
 
 
@@ -80,15 +80,6 @@ def run_cli(args, capsys):
     with pytest.raises(SystemExit) as raised:
         train_cli.main(args)
     return raised.value.code, capsys.readouterr().err
-
-
-def assert_one_line_error(err, *fragments):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_cli_unknown_dev_labels(tmp_path, capsys):

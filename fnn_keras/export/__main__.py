@@ -7,8 +7,8 @@ each against the Keras model on dev texts, and writes `export_report.json`.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
+
+from fnn_keras.cli import fail, os_error_message, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,18 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.quiet)
 
     from fnn_keras.data.labels import LabelError, LabelVocabulary
     from fnn_keras.data.readers import DataError, read_examples
@@ -86,9 +77,9 @@ def main(argv: list[str] | None = None) -> None:
             run, examples.texts, label_ids, formats=formats, tflite_variants=variants
         )
     except (ExportError, DataError, LabelError) as error:
-        _fail(str(error))
+        fail(str(error))
     except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        fail(os_error_message(error))
 
     for entry in report["artifacts"]:
         name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
@@ -102,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     print(f"Report: {run.paths.export_report}")
     if report["failed"]:
-        _fail(
+        fail(
             f"{len(report['failed'])} export(s) failed: {', '.join(report['failed'])}; "
             "the others are kept and listed above."
         )

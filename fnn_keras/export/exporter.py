@@ -23,6 +23,31 @@ FORMATS = ("saved_model", "tflite", "onnx")
 DEFAULT_TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
 # Calibration texts for full-integer quantization.
 CALIBRATION_EXAMPLES = 100
+# What each TFLite variant must hold against the Keras model to be worth
+# shipping: the largest probability difference for float32, top-1 agreement
+# for the quantized ones, and at most one accuracy point lost by any.
+TFLITE_BARS = {
+    "float32": {"max_abs_diff": 1e-4},
+    "float16": {"top1_agreement": 0.99},
+    "dynamic_int8": {"top1_agreement": 0.99},
+    "full_int8": {"top1_agreement": 0.97},
+}
+MAX_ACCURACY_DROP = 0.01
+
+
+def check_bar(variant: str, result: dict) -> list[str]:
+    """Return the ways a TFLite variant's parity misses its bar (empty if none)."""
+    misses = []
+    bar = TFLITE_BARS[variant]
+    if "max_abs_diff" in bar and result["max_abs_diff"] > bar["max_abs_diff"]:
+        misses.append(f"max abs diff {result['max_abs_diff']:.2e} > {bar['max_abs_diff']:.0e}")
+    if "top1_agreement" in bar and result["top1_agreement"] < bar["top1_agreement"]:
+        misses.append(f"top-1 agreement {result['top1_agreement']:.4f} < {bar['top1_agreement']}")
+    if "accuracy" in result:
+        drop = result["keras_accuracy"] - result["accuracy"]
+        if drop > MAX_ACCURACY_DROP:
+            misses.append(f"accuracy drop {drop:.4f} > {MAX_ACCURACY_DROP}")
+    return misses
 
 
 def saved_model_ops(path: str) -> list[str]:
@@ -163,6 +188,14 @@ def _export_tflite(run, features, reference, label_ids, variants, calibration_te
                 "parity": parity.compare(reference, probabilities, label_ids),
             }
         )
+        entry["bar_misses"] = check_bar(variant, entry["parity"])
+        if entry["bar_misses"]:
+            logger.warning(
+                "TFLite %s misses its bar on %d texts: %s",
+                variant,
+                len(probabilities),
+                "; ".join(entry["bar_misses"]),
+            )
         entries.append(entry)
     return entries
 
@@ -335,6 +368,8 @@ def format_export_report(report: dict) -> str:
         note = ""
         if entry.get("non_core_ops"):
             note = "TF Text ops: " + ", ".join(entry["non_core_ops"])
+        if entry.get("bar_misses"):
+            note = "misses its bar: " + "; ".join(entry["bar_misses"])
         lines.append(
             f"| {name} | {entry['size_bytes'] / 1e6:.1f} | {result['max_abs_diff']:.2e} "
             f"| {result['top1_agreement']:.4f} | {accuracy} | {note} |"

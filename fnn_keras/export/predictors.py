@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from fnn_keras.backbones import BackboneError, load_tokenizer
-from fnn_keras.data.pipeline import build_preprocessor
+from fnn_keras.data.pipeline import build_preprocessor, trim_batch
 from fnn_keras.export import parity
 from fnn_keras.export.trained_run import ExportError, load_trained_run
 
@@ -32,21 +32,35 @@ class KerasPredictor:
 
 
 class SavedModelPredictor:
-    """Predicts with a SavedModel's `serving_default` signature on raw text."""
+    """Predicts with a SavedModel version directory.
 
-    def __init__(self, path: str, labels: list[str]):
+    A raw-text export is called on the texts; a token-id-only export gets ids
+    from the run's tokenizer files, as a client would make them.
+    """
+
+    def __init__(self, path: str, run_dir: str, labels: list[str]):
         import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
 
         self.function = tf.saved_model.load(path).signatures["serving_default"]
         self.labels = labels
+        self.preprocessor = None
+        if "text" not in self.function.structured_input_signature[1]:
+            try:
+                tokenizer, sequence_length = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+            except BackboneError as error:
+                raise PredictorError(str(error)) from None
+            self.preprocessor = build_preprocessor(tokenizer, sequence_length)
+
+    def _call(self, batch: list[str]) -> np.ndarray:
+        if self.preprocessor is None:
+            outputs = self.function(text=tf.constant(batch, tf.string))
+        else:
+            features = trim_batch(self.preprocessor(tf.constant(batch, tf.string)))
+            outputs = self.function(**features)
+        return outputs["probabilities"].numpy()
 
     def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        outputs = [
-            self.function(text=tf.constant(texts[i : i + batch_size], tf.string))[
-                "probabilities"
-            ].numpy()
-            for i in range(0, len(texts), batch_size)
-        ]
+        outputs = [self._call(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return np.concatenate(outputs) if outputs else np.zeros((0, len(self.labels)), np.float32)
 
 
@@ -110,8 +124,8 @@ def load_predictor(artifact: str, export_dir: str = "exported"):
 
     Args:
         artifact: A run name or directory, a `model.keras`, a SavedModel
-            version directory (its run directory's `labels.json` gives the
-            labels), a `.tflite` or a `.onnx` file (with `tokenizer.json`,
+            version directory under the run or its `ids_only/` (the run's
+            `labels.json` gives the labels), a `.tflite` or a `.onnx` file (with `tokenizer.json`,
             `vocab.txt` and `labels.json` beside it).
         export_dir: Root of run directories, for run names.
 
@@ -136,15 +150,17 @@ def load_predictor(artifact: str, export_dir: str = "exported"):
                 return TFLitePredictor(artifact)
             return OnnxPredictor(artifact)
         if os.path.isfile(os.path.join(artifact, "saved_model.pb")):
-            labels_path = os.path.join(os.path.dirname(os.path.abspath(artifact)), "labels.json")
+            # `<run>/<version>` or `<run>/ids_only/<version>`.
+            parent = os.path.dirname(os.path.abspath(artifact))
+            run_dir = os.path.dirname(parent) if os.path.basename(parent) == "ids_only" else parent
             try:
-                with open(labels_path, encoding="utf-8") as file:
+                with open(os.path.join(run_dir, "labels.json"), encoding="utf-8") as file:
                     labels = json.load(file)
             except OSError:
                 raise PredictorError(
-                    f"{artifact}: no labels.json in its run directory {os.path.dirname(labels_path)}."
+                    f"{artifact}: no labels.json in its run directory {run_dir}."
                 ) from None
-            return SavedModelPredictor(artifact, labels)
+            return SavedModelPredictor(artifact, run_dir, labels)
         return KerasPredictor(load_trained_run(artifact, export_dir))
     except ExportError as error:
         raise PredictorError(str(error)) from None

@@ -10,10 +10,11 @@ import zipfile
 import keras
 
 from fnn_keras.backbones import BackboneError, load_tokenizer
-from fnn_keras.config import ConfigError, RunPaths, config_from_dict, load_yaml
+from fnn_keras.config import ConfigError, config_from_dict, load_yaml
 from fnn_keras.data.labels import LabelVocabulary
 from fnn_keras.data.pipeline import build_preprocessor
 from fnn_keras.data.readers import demo_data_paths
+from fnn_keras.layout import RunPaths
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from fnn_keras.backbones import BackboneError, load_backbone, save_tokenizer
-from fnn_keras.config import Config, ConfigError, RunPaths, run_paths, save_config
+from fnn_keras.config import Config, ConfigError, save_config
 from fnn_keras.data.labels import LabelVocabulary
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset
 from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
@@ -24,6 +24,7 @@ from fnn_keras.evaluation.metrics import classification_metrics
 from fnn_keras.evaluation.report import write_report
 from fnn_keras.export.exporter import export_run
 from fnn_keras.export.trained_run import load_trained_run
+from fnn_keras.layout import RunPaths, run_paths
 from fnn_keras.models.classifier import build_classifier
 from fnn_keras.training.callbacks import build_callbacks
 from fnn_keras.training.optimization import build_optimizer

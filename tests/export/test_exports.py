@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_python
+from conftest import assert_one_line_error, run_python
 from fnn_keras import predict as predict_cli
 from fnn_keras.export import __main__ as export_cli
 from fnn_keras.export import exporter, savedmodel, tflite
@@ -197,6 +197,7 @@ def test_interrupted_export_leaves_no_version(run_dir, tmp_path, monkeypatch):
     copy = str(tmp_path / "copy-run")
     shutil.copytree(run_dir, copy)
     run = load_trained_run(copy)
+
     # Crash after the files are written and before the version is renamed
     # into place.
     def crash(*args, **kwargs):
@@ -214,6 +215,7 @@ def test_predict_same_labels_from_every_artifact(run_dir):
     artifacts = [
         os.path.join(run_dir, "model.keras"),
         os.path.join(run_dir, "1"),
+        os.path.join(run_dir, "ids_only", "1"),
         os.path.join(run_dir, "tflite", "model_float32.tflite"),
         os.path.join(run_dir, "onnx", "model.onnx"),
     ]
@@ -238,14 +240,6 @@ def run_export_cli(args, capsys):
         export_cli.main(args)
     captured = capsys.readouterr()
     return raised.value.code, captured.out, captured.err
-
-
-def assert_one_line_error(err, *fragments):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_export_cli_missing_run(tmp_path, capsys):
@@ -294,3 +288,28 @@ def test_export_run_rejects_unknown_variant(run_dir):
     run = load_trained_run(run_dir)
     with pytest.raises(exporter.ExportError, match="float8"):
         exporter.export_run(run, ["x"], tflite_variants=("float8",))
+
+
+@pytest.mark.parametrize(
+    "variant, result, missed",
+    [
+        ("float32", {"max_abs_diff": 5e-5, "top1_agreement": 1.0}, []),
+        ("float32", {"max_abs_diff": 2e-4, "top1_agreement": 1.0}, ["max abs diff"]),
+        ("float16", {"max_abs_diff": 1e-2, "top1_agreement": 0.985}, ["top-1 agreement"]),
+        ("full_int8", {"max_abs_diff": 0.1, "top1_agreement": 0.975}, []),
+        (
+            "dynamic_int8",
+            {
+                "max_abs_diff": 0.1,
+                "top1_agreement": 0.995,
+                "accuracy": 0.84,
+                "keras_accuracy": 0.86,
+            },
+            ["accuracy drop"],
+        ),
+    ],
+    ids=["float32_ok", "float32_diff", "float16_agreement", "full_int8_ok", "accuracy_drop"],
+)
+def test_tflite_bar_check(variant, result, missed):
+    misses = exporter.check_bar(variant, result)
+    assert [m.split(" ")[0:2] for m in misses] == [m.split(" ")[0:2] for m in missed]

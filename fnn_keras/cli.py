@@ -1,0 +1,27 @@
+"""Helpers shared by the command-line entry points."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup_logging(quiet: bool) -> None:
+    """Send log records to stderr: INFO and up, or WARNING and up when quiet."""
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(message: str) -> None:
+    """Print a one-line `error:` message to stderr and exit with code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def os_error_message(error: OSError) -> str:
+    """Describe an `OSError` in one line: the reason and the path."""
+    reason = error.strerror or str(error)
+    return f"{reason}: {error.filename}" if error.filename else reason
