@@ -153,7 +153,7 @@ def minilm_path() -> str:
 def tiny_vocabulary() -> list[str]:
     """Return the vocabulary of the tiny backbone.
 
-    It holds the special tokens, single characters with and without the
+    It contains the special tokens, single characters with and without the
     `##` prefix, some common English words and a few Chinese characters, so
     any ASCII text tokenizes without `[UNK]`.
 

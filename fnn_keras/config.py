@@ -15,7 +15,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class DataConfig:
-    """Where the examples come from and how they are read.
+    """Data sources and reading options.
 
     Attributes:
         train: Path of the training file (`.tsv`, `.csv` or `.jsonl`). `None`
@@ -52,6 +52,9 @@ class ModelConfig:
         bidirectional: Run the feedback layer in both directions and
             concatenate the two final outputs.
         feedback_dropout: Input dropout rate of the feedback cell.
+        pooling: `last` (the feedback output at the last real token of each
+            direction) or `mean` (the mean of the feedback outputs over the
+            real tokens) goes to the head.
         dropout: Dropout rate before the dense head.
     """
 
@@ -60,12 +63,13 @@ class ModelConfig:
     feedback_steps: int = 2
     bidirectional: bool = True
     feedback_dropout: float = 0.1
+    pooling: str = "last"
     dropout: float = 0.1
 
 
 @dataclasses.dataclass
 class TrainingConfig:
-    """How the model is fit.
+    """Optimization settings.
 
     Attributes:
         epochs: Maximum number of passes over the training data.
@@ -77,6 +81,10 @@ class TrainingConfig:
             embeddings are excluded.
         head_learning_rate_multiplier: The feedback layer and dense head,
             trained from scratch, learn at `learning_rate` times this.
+        layer_decay: Layer-wise learning-rate decay of the backbone: the top
+            transformer layer learns at `learning_rate`, each layer below at
+            `layer_decay` times the one above, the embeddings last. 1 turns
+            it off.
         early_stopping_patience: Epochs without dev improvement before
             training stops and the best weights are restored.
         log_every_steps: Write per-step TensorBoard scalars every N steps.
@@ -89,6 +97,7 @@ class TrainingConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     head_learning_rate_multiplier: float = 1.0
+    layer_decay: float = 1.0
     early_stopping_patience: int = 2
     log_every_steps: int = 20
     seed: int = 0
@@ -96,7 +105,7 @@ class TrainingConfig:
 
 @dataclasses.dataclass
 class OutputConfig:
-    """Where a run writes.
+    """Output locations of a run.
 
     Attributes:
         run_name: Name of the run; every output goes under it. `None` picks a
@@ -143,6 +152,10 @@ class Config:
         _check_positive("model.feedback_units", self.model.feedback_units)
         _check_positive("model.feedback_steps", self.model.feedback_steps)
         _check_rate("model.feedback_dropout", self.model.feedback_dropout)
+        if self.model.pooling not in ("last", "mean"):
+            raise ConfigError(
+                f"model.pooling must be 'last' or 'mean'. Received: {self.model.pooling!r}."
+            )
         _check_rate("model.dropout", self.model.dropout)
         _check_positive("training.epochs", self.training.epochs)
         _check_positive("training.batch_size", self.training.batch_size)
@@ -156,6 +169,10 @@ class Config:
             raise ConfigError(
                 "training.head_learning_rate_multiplier must be positive. "
                 f"Received: {self.training.head_learning_rate_multiplier}."
+            )
+        if not 0 < self.training.layer_decay <= 1:
+            raise ConfigError(
+                f"training.layer_decay must be in (0, 1]. Received: {self.training.layer_decay}."
             )
         if self.training.weight_decay < 0:
             raise ConfigError(

@@ -10,7 +10,7 @@ from fnn_keras.config import OutputConfig
 
 @dataclasses.dataclass
 class RunPaths:
-    """Where one run writes; every writer takes its paths from here.
+    """Paths of one run's outputs. Every writer takes its paths from here.
 
     Attributes:
         run_dir: `<export_dir>/<run_name>`: config, labels, model, metrics,

@@ -24,12 +24,14 @@ FLAG_FIELDS = {
     "feedback_steps": "model.feedback_steps",
     "bidirectional": "model.bidirectional",
     "dropout": "model.dropout",
+    "pooling": "model.pooling",
     "epochs": "training.epochs",
     "batch_size": "training.batch_size",
     "learning_rate": "training.learning_rate",
     "warmup_ratio": "training.warmup_ratio",
     "weight_decay": "training.weight_decay",
     "head_learning_rate_multiplier": "training.head_learning_rate_multiplier",
+    "layer_decay": "training.layer_decay",
     "patience": "training.early_stopping_patience",
     "log_every_steps": "training.log_every_steps",
     "seed": "training.seed",
@@ -75,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="Run the feedback layer in both directions. Default: on.",
     )
+    model.add_argument(
+        "--pooling",
+        choices=["last", "mean"],
+        help="Head input: the feedback output at the last real token, or its mean over the "
+        "real tokens. Default: last.",
+    )
     model.add_argument("--dropout", type=float, help="Dropout before the dense head. Default: 0.1.")
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, help="Maximum epochs. Default: 3.")
@@ -90,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--head-learning-rate-multiplier",
         type=float,
         help="Learning-rate factor for the feedback layer and dense head. Default: 1.",
+    )
+    training.add_argument(
+        "--layer-decay",
+        type=float,
+        help="Layer-wise learning-rate decay of the backbone, in (0, 1]. Default: 1 (off).",
     )
     training.add_argument(
         "--patience", type=int, help="Early-stopping patience in epochs. Default: 2."

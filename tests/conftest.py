@@ -34,7 +34,7 @@ def run_python(args, cwd, timeout=900):
 
 
 def assert_one_line_error(err, *fragments):
-    """Check that stderr holds one `error:` line naming each fragment."""
+    """Check that stderr contains one `error:` line naming each fragment."""
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ")

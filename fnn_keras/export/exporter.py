@@ -23,9 +23,9 @@ FORMATS = ("saved_model", "tflite", "onnx")
 DEFAULT_TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
 # Calibration texts for full-integer quantization.
 CALIBRATION_EXAMPLES = 100
-# What each TFLite variant must hold against the Keras model to be worth
-# shipping: the largest probability difference for float32, top-1 agreement
-# for the quantized ones, and at most one accuracy point lost by any.
+# Parity bar per TFLite variant against the Keras model: the largest
+# probability difference for float32 and top-1 agreement for the quantized
+# ones. No variant may lose more than one accuracy point.
 TFLITE_BARS = {
     "float32": {"max_abs_diff": 1e-4},
     "float16": {"top1_agreement": 0.99},

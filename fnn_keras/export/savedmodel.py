@@ -79,10 +79,10 @@ def write_warmup_requests(path: str, model_name: str, texts: list[str]) -> None:
 def write_models_config(path: str, model_name: str) -> None:
     """Write a TF Serving model server config for a run's two SavedModels.
 
-    `<model_name>` (raw text in, needs TF Text ops) has base path
+    `<model_name>` takes raw text and needs TF Text ops. Its base path is
     `/models/<model_name>`, where the README's `docker run` command mounts
-    the run directory; `<model_name>-ids` (token ids in) is its `ids_only/`
-    subdirectory.
+    the run directory. `<model_name>-ids` takes token ids and lives in the
+    `ids_only/` subdirectory.
 
     Example:
 
@@ -123,8 +123,8 @@ def export_saved_model(
     - `serving_default`: input `text`, a batch of raw UTF-8 strings;
       tokenization runs inside the graph with TensorFlow Text ops.
     - `predict_ids`: inputs `token_ids`, `segment_ids` and `padding_mask`,
-      int32 `(batch, sequence)`, as the tokenizer files beside the exports
-      produce them; no TensorFlow Text ops, so any TF Serving build runs it.
+      int32 `(batch, sequence)`, as a client makes them from the tokenizer
+      files. Its function has no TensorFlow Text ops.
 
     Both return `probabilities` (float32, `(batch, num_labels)`), `label`
     (string) and `label_id` (int32). The version is written to a temporary

@@ -77,6 +77,7 @@ def rebuild_fixed_length(model: keras.Model, sequence_length: int) -> keras.Mode
         dropout=dropout,
         sequence_length=sequence_length,
         unroll=True,
+        pooling="mean" if feedback.return_sequences else "last",
     )
     clone.set_weights(model.get_weights())
     return clone

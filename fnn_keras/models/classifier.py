@@ -20,6 +20,7 @@ def build_classifier(
     sequence_length: int | None = None,
     unroll: bool = False,
     seed: int | None = None,
+    pooling: str = "last",
 ) -> keras.Model:
     """Build `backbone ▶ FeedbackLayer ▶ dropout ▶ dense softmax` as one model.
 
@@ -41,6 +42,9 @@ def build_classifier(
             any length. `unroll=True` needs it.
         unroll: Unroll the feedback loop, for TFLite.
         seed: Seed for dropout.
+        pooling: `"last"` feeds the head the feedback output at the last real
+            token of each direction; `"mean"` feeds it the mean of the
+            feedback outputs over the real tokens.
 
     Returns:
         An uncompiled `keras.Model`.
@@ -52,6 +56,8 @@ def build_classifier(
     model = build_classifier(bundle.backbone, num_labels=2)
     ```
     """
+    if pooling not in ("last", "mean"):
+        raise ValueError(f"`pooling` must be 'last' or 'mean'. Received: pooling={pooling!r}.")
     if num_labels < 2:
         raise ValueError(
             f"A classifier needs at least 2 labels. Received: num_labels={num_labels}."
@@ -68,6 +74,7 @@ def build_classifier(
         dropout=feedback_dropout,
         unroll=unroll,
         seed=seed,
+        return_sequences=pooling == "mean",
         name="feedback",
     )
     if bidirectional:
@@ -84,5 +91,8 @@ def build_classifier(
     }
     sequence_output = backbone(inputs)["sequence_output"]  # (batch, time, hidden)
     features = feedback(sequence_output, mask=inputs["padding_mask"])
+    if pooling == "mean":
+        mask = keras.ops.cast(inputs["padding_mask"], "bool")
+        features = keras.layers.GlobalAveragePooling1D(name="mean_pooling")(features, mask=mask)
     probabilities = head(head_dropout(features))
     return keras.Model(inputs, probabilities, name="feedback_classifier")

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class RunResult:
-    """What a finished run produced.
+    """Outputs of a finished run.
 
     Attributes:
         paths: Where the run wrote.
@@ -75,6 +75,33 @@ def _check_run_is_new(paths: RunPaths) -> None:
             f"Run {paths.run_name!r} already exists in {paths.run_dir}; pass "
             "another --run-name, or omit it for a new timestamped name."
         )
+
+
+def learning_rate_multipliers(
+    model: keras.Model, backbone: keras.Model, head_multiplier: float, layer_decay: float
+) -> dict[str, float]:
+    """Map variable path prefixes to learning-rate factors.
+
+    Layers outside the backbone (feedback layer, head) get `head_multiplier`.
+    With `layer_decay < 1`, backbone transformer layer `i` of `n` gets
+    `layer_decay ** (n - 1 - i)` and the embedding layers `layer_decay ** n`.
+    """
+    multipliers = {
+        f"{layer.name}/": head_multiplier
+        for layer in model.layers
+        if layer is not backbone and layer.weights
+    }
+    if layer_decay < 1:
+        depth = backbone.num_layers
+        for layer in backbone.layers:
+            if not layer.weights or layer.name == "pooled_dense":
+                continue
+            if layer.name.startswith("transformer_layer_"):
+                index = int(layer.name.rsplit("_", 1)[1])
+                multipliers[f"{layer.name}/"] = layer_decay ** (depth - 1 - index)
+            else:
+                multipliers[f"{layer.name}/"] = layer_decay**depth
+    return multipliers
 
 
 def read_splits(config: Config) -> tuple[Examples, Examples]:
@@ -172,20 +199,19 @@ def train(
             feedback_dropout=config.model.feedback_dropout,
             dropout=config.model.dropout,
             seed=config.training.seed,
+            pooling=config.model.pooling,
         )
-        head_prefixes = [
-            f"{layer.name}/"
-            for layer in model.layers
-            if layer is not bundle.backbone and layer.weights
-        ]
         optimizer = build_optimizer(
             config.training.learning_rate,
             total_steps,
             warmup_ratio=config.training.warmup_ratio,
             weight_decay=config.training.weight_decay,
-            learning_rate_multipliers={
-                prefix: config.training.head_learning_rate_multiplier for prefix in head_prefixes
-            },
+            learning_rate_multipliers=learning_rate_multipliers(
+                model,
+                bundle.backbone,
+                config.training.head_learning_rate_multiplier,
+                config.training.layer_decay,
+            ),
         )
         model.compile(
             optimizer=optimizer,

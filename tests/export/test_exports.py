@@ -313,3 +313,47 @@ def test_export_run_rejects_unknown_variant(run_dir):
 def test_tflite_bar_check(variant, result, missed):
     misses = exporter.check_bar(variant, result)
     assert [m.split(" ")[0:2] for m in misses] == [m.split(" ")[0:2] for m in missed]
+
+
+def test_saved_model_cli_runs_text_signature(run_dir, tmp_path):
+    # saved_model_cli cannot import TF Text itself; register its ops first,
+    # as a TF Serving build with TF Text does.
+    script = (
+        "import sys\n"
+        "import tensorflow_text\n"
+        "from tensorflow.python.tools import saved_model_cli\n"
+        "sys.argv = ['saved_model_cli'] + sys.argv[1:]\n"
+        "saved_model_cli.main()\n"
+    )
+    result = run_python(
+        [
+            "-c",
+            script,
+            "run",
+            "--dir",
+            os.path.join(run_dir, "1"),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--input_exprs",
+            'text=["a good film", "很好"]',
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Result for output key probabilities" in result.stdout
+    assert "Result for output key label" in result.stdout
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_fixed_length_rebuild_matches(tiny_bundle, pooling):
+    from fnn_keras.data.pipeline import build_preprocessor
+    from fnn_keras.models.classifier import build_classifier
+
+    model = build_classifier(tiny_bundle.backbone, num_labels=3, pooling=pooling)
+    fixed = tflite.rebuild_fixed_length(model, 16)
+    preprocessor = build_preprocessor(tiny_bundle.tokenizer, 16)
+    features = {k: tf.cast(v, tf.int32) for k, v in preprocessor(tf.constant(TEXTS)).items()}
+    np.testing.assert_allclose(fixed(features), model(features), atol=1e-6)
+    assert fixed.get_layer("bidirectional_feedback").forward_layer.unroll

@@ -31,10 +31,16 @@ def test_classifier_outputs_probabilities(classifier, tiny_bundle):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
-def test_classifier_ignores_padding_length(tiny_bundle, bidirectional):
+@pytest.mark.parametrize(
+    "bidirectional, pooling",
+    [(False, "last"), (True, "last"), (True, "mean")],
+    ids=["forward_last", "bidirectional_last", "bidirectional_mean"],
+)
+def test_classifier_ignores_padding_length(tiny_bundle, bidirectional, pooling):
     keras.utils.set_random_seed(4)
-    model = build_classifier(tiny_bundle.backbone, num_labels=2, bidirectional=bidirectional)
+    model = build_classifier(
+        tiny_bundle.backbone, num_labels=2, bidirectional=bidirectional, pooling=pooling
+    )
     short = model(features(tiny_bundle, TEXTS, 16))
     long = model(features(tiny_bundle, TEXTS, 64))
     np.testing.assert_allclose(long, short, atol=1e-6)
@@ -94,3 +100,8 @@ def test_classifier_reloads_in_fresh_process(classifier, tiny_bundle, tmp_path):
 def test_classifier_rejects_one_label(tiny_bundle):
     with pytest.raises(ValueError, match="num_labels=1"):
         build_classifier(tiny_bundle.backbone, num_labels=1)
+
+
+def test_classifier_rejects_unknown_pooling(tiny_bundle):
+    with pytest.raises(ValueError, match="pooling='max'"):
+        build_classifier(tiny_bundle.backbone, num_labels=2, pooling="max")

@@ -68,3 +68,24 @@ def test_scaled_adamw_config_round_trip():
     optimizer = ScaledAdamW({"head/": 4.0}, learning_rate=1e-3)
     restored = ScaledAdamW.from_config(optimizer.get_config())
     assert restored.learning_rate_multipliers == {"head/": 4.0}
+
+
+def test_learning_rate_multipliers_for_head_and_layers(tiny_bundle):
+    from fnn_keras.models.classifier import build_classifier
+    from fnn_keras.training.trainer import learning_rate_multipliers
+
+    model = build_classifier(tiny_bundle.backbone, num_labels=2)
+    multipliers = learning_rate_multipliers(model, tiny_bundle.backbone, 5.0, 0.5)
+    assert multipliers["bidirectional_feedback/"] == 5.0
+    assert multipliers["probabilities/"] == 5.0
+    assert multipliers["transformer_layer_1/"] == 1.0
+    assert multipliers["transformer_layer_0/"] == 0.5
+    assert multipliers["token_embedding/"] == 0.25
+    assert "pooled_dense/" not in multipliers
+    covered = [
+        v.path for v in model.trainable_variables if any(v.path.startswith(p) for p in multipliers)
+    ]
+    assert len(covered) == len(model.trainable_variables)
+
+    no_decay = learning_rate_multipliers(model, tiny_bundle.backbone, 1.0, 1.0)
+    assert set(no_decay) == {"bidirectional_feedback/", "probabilities/"}
