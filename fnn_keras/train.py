@@ -170,8 +170,10 @@ def main(argv: list[str] | None = None) -> None:
             name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
             if "error" in entry:
                 print(f"Export FAILED:    {name}: {entry['error']}")
+            elif "not_shipped" in entry:
+                print(f"Not exported:     {name}: {entry['not_shipped']}")
             else:
-                print(f"Export {name + ':':<26}{entry['path']}")
+                print(f"Export:           {name}: {entry['path']}")
         print(f"Export report:    {paths.export_report}")
         if result.export_report["failed"]:
             fail(

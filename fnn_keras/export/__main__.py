@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
         if "error" in entry:
             print(f"FAILED  {name}: {entry['error']}")
+        elif "not_shipped" in entry:
+            print(f"skipped {name}: {entry['not_shipped']}")
         else:
             result = entry["parity"]
             print(

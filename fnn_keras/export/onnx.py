@@ -74,6 +74,8 @@ def export_onnx(model, path: str) -> str:
     import onnx
 
     _register_erfc_handler()
+    # tf2onnx logs every graph rewrite at INFO, hundreds of lines for BERT.
+    logging.getLogger("tf2onnx").setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     signature = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}
     model.export(
         path,
