@@ -63,7 +63,7 @@ class ModelConfig:
     feedback_steps: int = 2
     bidirectional: bool = True
     feedback_dropout: float = 0.1
-    pooling: str = "last"
+    pooling: str = "mean"
     dropout: float = 0.1
 
 
@@ -91,12 +91,12 @@ class TrainingConfig:
         seed: Seed for shuffling, dropout and initialisation.
     """
 
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 32
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    head_learning_rate_multiplier: float = 1.0
+    head_learning_rate_multiplier: float = 10.0
     layer_decay: float = 1.0
     early_stopping_patience: int = 2
     log_every_steps: int = 20

@@ -81,14 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--pooling",
         choices=["last", "mean"],
         help="Head input: the feedback output at the last real token, or its mean over the "
-        "real tokens. Default: last.",
+        "real tokens. Default: mean.",
     )
     model.add_argument("--dropout", type=float, help="Dropout before the dense head. Default: 0.1.")
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=int, help="Maximum epochs. Default: 3.")
+    training.add_argument("--epochs", type=int, help="Maximum epochs. Default: 5.")
     training.add_argument("--batch-size", type=int, help="Global batch size. Default: 32.")
     training.add_argument(
-        "--learning-rate", type=float, help="Peak AdamW learning rate. Default: 1e-4."
+        "--learning-rate", type=float, help="Peak AdamW learning rate. Default: 5e-5."
     )
     training.add_argument(
         "--warmup-ratio", type=float, help="Fraction of steps for warmup. Default: 0.1."
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--head-learning-rate-multiplier",
         type=float,
-        help="Learning-rate factor for the feedback layer and dense head. Default: 1.",
+        help="Learning-rate factor for the feedback layer and dense head. Default: 10.",
     )
     training.add_argument(
         "--layer-decay",

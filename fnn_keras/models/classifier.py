@@ -20,7 +20,7 @@ def build_classifier(
     sequence_length: int | None = None,
     unroll: bool = False,
     seed: int | None = None,
-    pooling: str = "last",
+    pooling: str = "mean",
 ) -> keras.Model:
     """Build `backbone ▶ FeedbackLayer ▶ dropout ▶ dense softmax` as one model.
 
