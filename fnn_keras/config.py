@@ -294,7 +294,18 @@ def load_yaml(path: str) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"Invalid YAML in {path}{where}: fix the syntax.") from None
-    return values or {}
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (data, model, training, output) "
+            f"at the top, found a {type(values).__name__}."
+        )
+    for section, given in values.items():
+        if given is not None and not isinstance(given, dict):
+            raise ConfigError(
+                f"{path}: section {section!r} must be a mapping of keys to values, found {given!r}."
+            )
+    return values
 
 
 def merge_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict:

@@ -60,16 +60,26 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
     texts = _read_texts(args)
 
-    from fnn_keras.export.predictors import PredictorError, load_predictor
+    from fnn_keras.export.predictors import PredictorError, count_truncated, load_predictor
 
     try:
         predictor = load_predictor(args.artifact, args.export_dir)
         probabilities = predictor.predict(texts, args.batch_size)
+        truncated = count_truncated(predictor, texts)
     except PredictorError as error:
         fail(str(error))
     except OSError as error:
         fail(os_error_message(error))
 
+    if truncated:
+        logging.getLogger("fnn_keras.predict").warning(
+            "%d of %d texts are longer than %d tokens; each was classified from its "
+            "first %d tokens.",
+            truncated,
+            len(texts),
+            predictor.sequence_length,
+            predictor.sequence_length,
+        )
     labels = predictor.labels
     for text, row in zip(texts, probabilities, strict=True):
         best = int(row.argmax())

@@ -81,3 +81,15 @@ def test_run_paths_layout():
     assert paths.log_dir == os.path.join("tensorboard_logs", "demo")
     assert paths.model == os.path.join("exported", "demo", "model.keras")
     assert yaml.safe_dump(Config().to_dict())
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [("- a\n- b\n", "found a list"), ("data: 5\n", "section 'data'")],
+    ids=["top_level_list", "section_not_mapping"],
+)
+def test_yaml_must_be_mappings(tmp_path, content, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=fragment):
+        load_yaml(str(path))

@@ -103,7 +103,15 @@ def _rows_from_delimited(path, fmt, text_column, label_column):
             yield line, None, None, "blank line"
             continue
         if len(row) != len(header):
-            yield line, None, None, "wrong number of fields"
+            if any("\n" in field for field in row):
+                # A quote that is never closed swallows the lines after it
+                # into one field; skipping that "row" would drop them all.
+                raise DataError(
+                    f"{path}:{line}: a quoted field starting on this line spans several "
+                    f"lines and leaves a row of {len(row)} fields instead of {len(header)}; "
+                    "check for an unclosed quote."
+                )
+            yield line, None, None, f"wrong number of fields (expected {len(header)})"
             continue
         yield line, row[text_index], row[label_index], None
 
@@ -123,7 +131,8 @@ def _rows_from_jsonl(path, text_column, label_column):
                 raise DataError(f"{path}:{line}: expected a JSON object.")
             text = record.get(text_column)
             if text is not None and not isinstance(text, str):
-                text = None
+                yield line, None, None, "text is not a string"
+                continue
             yield line, text, record.get(label_column), None
 
 
@@ -168,6 +177,7 @@ def read_examples(path: str, text_column: str = "text", label_column: str = "lab
         rows = _rows_from_delimited(path, fmt, text_column, label_column)
 
     examples = Examples(path, [], [], [], {})
+    skipped_lines: dict[str, list[int]] = {}
     try:
         for line, text, label, problem in rows:
             if problem is None:
@@ -178,6 +188,7 @@ def read_examples(path: str, text_column: str = "text", label_column: str = "lab
                     problem = "missing label"
             if problem is not None:
                 examples.skipped[problem] = examples.skipped.get(problem, 0) + 1
+                skipped_lines.setdefault(problem, []).append(line)
                 continue
             examples.texts.append(text)
             examples.labels.append(label)
@@ -191,11 +202,16 @@ def read_examples(path: str, text_column: str = "text", label_column: str = "lab
         raise DataError(f"{path}: {error}") from None
 
     if examples.skipped:
+        reasons = []
+        for problem, count in sorted(examples.skipped.items()):
+            lines = skipped_lines[problem]
+            shown = ", ".join(str(x) for x in lines[:5]) + (", ..." if len(lines) > 5 else "")
+            reasons.append(f"{count} with {problem} (line {shown})")
         logger.warning(
             "%s: skipped %d row(s): %s",
             path,
             sum(examples.skipped.values()),
-            ", ".join(f"{k}: {v}" for k, v in sorted(examples.skipped.items())),
+            "; ".join(reasons),
         )
     if not examples.texts:
         raise DataError(f"{path} holds no rows with both a text and a label.")

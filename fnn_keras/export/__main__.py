@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     from fnn_keras.export.exporter import export_run
     from fnn_keras.export.trained_run import ExportError, load_trained_run
 
+    if args.parity_examples < 0:
+        fail(f"--parity-examples must be 0 (all) or positive. Received: {args.parity_examples}.")
     formats = tuple(x for x in args.formats.split(",") if x)
     variants = tuple(x for x in args.tflite_variants.split(",") if x)
     try:

@@ -145,8 +145,18 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
     return entries
 
 
+def _remove_old_files(directory: str, extension: str) -> None:
+    # A re-export replaces the whole format, so files of variants that are
+    # not exported again do not linger without a report entry.
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.endswith(extension):
+                os.remove(os.path.join(directory, name))
+
+
 def _export_tflite(run, features, reference, label_ids, variants, calibration_texts):
     directory = run.paths.tflite_dir
+    _remove_old_files(directory, ".tflite")
     _write_client_files(run, directory)
 
     def representative_inputs():
@@ -213,6 +223,7 @@ def _export_onnx(run, features, reference, label_ids):
     import onnxruntime
 
     directory = run.paths.onnx_dir
+    _remove_old_files(directory, ".onnx")
     _write_client_files(run, directory)
     path = export_onnx(run.model, os.path.join(directory, "model.onnx"))
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -286,6 +297,8 @@ def export_run(
     report = export_run(load_trained_run("my-run"), dev_texts, dev_label_ids)
     ```
     """
+    if not formats:
+        raise ExportError(f"No export format given. Valid: {', '.join(FORMATS)}.")
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ExportError(

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from fnn_keras.backbones import BackboneError, load_tokenizer
 from fnn_keras.data.pipeline import build_preprocessor, trim_batch
+from fnn_keras.data.summary import token_lengths
 from fnn_keras.export import parity
 from fnn_keras.export.trained_run import ExportError, load_trained_run
 
@@ -24,6 +25,8 @@ class KerasPredictor:
     def __init__(self, run):
         self.run = run
         self.labels = run.labels
+        self.tokenizer = run.tokenizer
+        self.sequence_length = run.sequence_length
 
     def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
@@ -44,12 +47,14 @@ class SavedModelPredictor:
         self.function = tf.saved_model.load(path).signatures["serving_default"]
         self.labels = labels
         self.preprocessor = None
+        try:
+            self.tokenizer, self.sequence_length = load_tokenizer(
+                os.path.join(run_dir, "tokenizer")
+            )
+        except BackboneError as error:
+            raise PredictorError(str(error)) from None
         if "text" not in self.function.structured_input_signature[1]:
-            try:
-                tokenizer, sequence_length = load_tokenizer(os.path.join(run_dir, "tokenizer"))
-            except BackboneError as error:
-                raise PredictorError(str(error)) from None
-            self.preprocessor = build_preprocessor(tokenizer, sequence_length)
+            self.preprocessor = build_preprocessor(self.tokenizer, self.sequence_length)
 
     def _call(self, batch: list[str]) -> np.ndarray:
         if self.preprocessor is None:
@@ -78,6 +83,7 @@ class _TokenIdPredictor:
                 f"{path}: the tokenizer files beside it (tokenizer.json, vocab.txt, "
                 f"labels.json) are missing or invalid: {error}"
             ) from None
+        self.tokenizer = tokenizer
         self.preprocessor = build_preprocessor(tokenizer, self.sequence_length)
 
     def features(self, texts: list[str]) -> dict:
@@ -106,7 +112,12 @@ class OnnxPredictor(_TokenIdPredictor):
         import onnxruntime
 
         super().__init__(path)
-        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001  (onnxruntime raises its own classes)
+            raise PredictorError(
+                f"{path} is not a valid ONNX model: {str(error).splitlines()[0]}"
+            ) from None
 
     def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
@@ -117,6 +128,14 @@ class OnnxPredictor(_TokenIdPredictor):
             batch_size,
             trim=True,
         )
+
+
+def count_truncated(predictor, texts: list[str]) -> int:
+    """Count the texts longer than the predictor's sequence length."""
+    if not texts:
+        return 0
+    lengths = token_lengths(predictor.tokenizer, texts)
+    return int((lengths > predictor.sequence_length).sum())
 
 
 def load_predictor(artifact: str, export_dir: str = "exported"):

@@ -69,8 +69,8 @@ def _resolve(run: str, export_dir: str) -> RunPaths:
     paths = RunPaths(os.path.basename(run_dir), run_dir, "")
     if not os.path.isfile(paths.model):
         raise ExportError(
-            f"{run_dir} has no model.keras; the run may not have finished. "
-            "Rerun its training command to resume it."
+            f"{run_dir} has no model.keras, so it is not a finished run. If it is an "
+            "interrupted run, rerun its training command to resume it."
         )
     return paths
 
@@ -104,9 +104,8 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         model = keras.saving.load_model(paths.model, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise ExportError(
-            f"Failed to load {paths.model}: {error.__class__.__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}. The file may be "
-            "corrupt; retrain or restore it."
+            f"Failed to load {paths.model}; the file is corrupt or not a Keras "
+            f"model ({error.__class__.__name__}). Retrain the run or restore the file."
         ) from None
     try:
         tokenizer, sequence_length = load_tokenizer(paths.tokenizer)

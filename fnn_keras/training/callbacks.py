@@ -70,8 +70,10 @@ def build_callbacks(
     Args:
         log_dir: TensorBoard directory of the run.
         best_checkpoint: Path of the best weights (`.weights.h5`).
-        backup_dir: Directory of `BackupAndRestore`, removed when training
-            ends cleanly.
+        backup_dir: Directory of `BackupAndRestore`. The caller removes it
+            once `fit` returns: Keras's own cleanup runs in `on_train_end`,
+            which also runs when training is interrupted, and so would delete
+            the backup that a rerun needs.
         log_every_steps: Per-step scalars are written every N steps.
         patience: Epochs without improvement of `monitor` before stopping.
         monitor: The dev metric to maximise.
@@ -87,7 +89,7 @@ def build_callbacks(
     """
     os.makedirs(os.path.dirname(best_checkpoint), exist_ok=True)
     return [
-        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
         keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
         StepScalarLogger(log_dir, log_every_steps),
         keras.callbacks.ModelCheckpoint(

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 
 import keras
@@ -263,6 +264,8 @@ def train(
         shuffle=False,
     )
     train_seconds = time.perf_counter() - start
+    # Training ended normally, so the backup for resuming is no longer needed.
+    shutil.rmtree(paths.backup, ignore_errors=True)
     logger.info("Training took %.1f s", train_seconds)
 
     # === Evaluate and save ===

@@ -44,7 +44,11 @@ def test_rows_skipped_and_counted(tmp_path):
     )
     examples = read_examples(str(path))
     assert examples.texts == ["good", "fine"]
-    assert examples.skipped == {"empty text": 1, "missing label": 1, "wrong number of fields": 1}
+    assert examples.skipped == {
+        "empty text": 1,
+        "missing label": 1,
+        "wrong number of fields (expected 2)": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -104,3 +108,20 @@ def test_shared_datasets_read_completely(path, rows):
     examples = read_examples(os.path.join(SHARED_DATA, path))
     assert len(examples) == rows
     assert examples.skipped == {}
+
+
+def test_csv_unclosed_quote_is_an_error(tmp_path):
+    path = tmp_path / "data.csv"
+    rows = ["text,label", "good,pos", '"unclosed quote,neg'] + [f"row {i},pos" for i in range(5)]
+    path.write_text("\n".join(rows) + "\n", "utf-8")
+    with pytest.raises(DataError, match=r"data.csv:3: .*unclosed quote"):
+        read_examples(str(path))
+
+
+def test_jsonl_text_not_a_string(tmp_path, caplog):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"text": ["a"], "label": 1}\n{"text": "b", "label": 0}\n', "utf-8")
+    examples = read_examples(str(path))
+    assert examples.texts == ["b"]
+    assert examples.skipped == {"text is not a string": 1}
+    assert "line 1" in caplog.text

@@ -361,3 +361,26 @@ def test_fixed_length_rebuild_matches(tiny_bundle, pooling):
     features = {k: tf.cast(v, tf.int32) for k, v in preprocessor(tf.constant(TEXTS)).items()}
     np.testing.assert_allclose(fixed(features), model(features), atol=1e-6)
     assert fixed.get_layer("bidirectional_feedback").forward_layer.unroll
+
+
+def test_predict_rejects_corrupt_onnx(run_dir, tmp_path):
+    from fnn_keras.export.predictors import PredictorError
+
+    for name in ("vocab.txt", "tokenizer.json", "labels.json"):
+        shutil.copy(os.path.join(run_dir, "onnx", name), tmp_path / name)
+    (tmp_path / "model.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(PredictorError, match="not a valid ONNX model"):
+        load_predictor(str(tmp_path / "model.onnx"))
+
+
+def test_predict_cli_counts_truncated_texts(run_dir, capsys, caplog):
+    long_text = "good fun " * 200
+    predict_cli.main([os.path.join(run_dir, "model.keras"), long_text, "short"])
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert "1 of 2 texts are longer than 128 tokens" in caplog.text
+
+
+def test_export_cli_no_formats(run_dir, capsys):
+    code, _, err = run_export_cli([run_dir, "--formats", "", "--quiet"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "No export format")
