@@ -188,7 +188,7 @@ def _load_hugging_face(path: str, source: str) -> BackboneBundle:
     model_type = model_config.get("model_type")
     if model_type != "bert":
         raise BackboneError(
-            f"{path} holds a {model_type!r} model; only BERT "
+            f"{path} contains a {model_type!r} model; only BERT "
             "(model_type 'bert') directories are supported."
         )
     vocab_path = os.path.join(path, "vocab.txt")

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     from fnn_keras.config import ConfigError, config_from_dict, load_yaml, merge_overrides
     from fnn_keras.data.labels import LabelError
     from fnn_keras.data.readers import DataError
+    from fnn_keras.export.exporter import artifact_lines, failure_message
     from fnn_keras.training.trainer import train
 
     try:
@@ -166,20 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Report:           {os.path.join(paths.run_dir, 'report.md')}")
     print(f"Keras model:      {paths.model}")
     if result.export_report is not None:
-        for entry in result.export_report["artifacts"]:
-            name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
-            if "error" in entry:
-                print(f"Export FAILED:    {name}: {entry['error']}")
-            elif "not_shipped" in entry:
-                print(f"Not exported:     {name}: {entry['not_shipped']}")
-            else:
-                print(f"Export:           {name}: {entry['path']}")
+        for line in artifact_lines(result.export_report):
+            print(f"Export {line}")
         print(f"Export report:    {paths.export_report}")
-        if result.export_report["failed"]:
-            fail(
-                f"{len(result.export_report['failed'])} export(s) failed; the model "
-                "and the other exports are kept and listed above."
-            )
+        failure = failure_message(result.export_report)
+        if failure:
+            fail(failure)
 
 
 if __name__ == "__main__":

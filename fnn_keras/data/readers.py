@@ -214,5 +214,7 @@ def read_examples(path: str, text_column: str = "text", label_column: str = "lab
             "; ".join(reasons),
         )
     if not examples.texts:
-        raise DataError(f"{path} holds no rows with both a text and a label.")
+        raise DataError(
+            f"{path} has no rows with both a text and a label; check --text-column and --label-column."
+        )
     return examples

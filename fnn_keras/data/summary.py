@@ -1,4 +1,4 @@
-"""What the data layer read and kept: counts, labels and token lengths."""
+"""Summaries of the data read: row counts, labels and token lengths."""
 
 from __future__ import annotations
 

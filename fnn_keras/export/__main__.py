@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fnn_keras.data.labels import LabelError, LabelVocabulary
     from fnn_keras.data.readers import DataError, read_examples
-    from fnn_keras.export.exporter import export_run
+    from fnn_keras.export.exporter import artifact_lines, export_run, failure_message
     from fnn_keras.export.trained_run import ExportError, load_trained_run
 
     if args.parity_examples < 0:
@@ -83,24 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:
         fail(os_error_message(error))
 
-    for entry in report["artifacts"]:
-        name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
-        if "error" in entry:
-            print(f"FAILED  {name}: {entry['error']}")
-        elif "not_shipped" in entry:
-            print(f"skipped {name}: {entry['not_shipped']}")
-        else:
-            result = entry["parity"]
-            print(
-                f"ok      {name}: {entry['path']}  max abs diff {result['max_abs_diff']:.2e}, "
-                f"top-1 agreement {result['top1_agreement']:.4f}"
-            )
+    for line in artifact_lines(report):
+        print(line)
     print(f"Report: {run.paths.export_report}")
-    if report["failed"]:
-        fail(
-            f"{len(report['failed'])} export(s) failed: {', '.join(report['failed'])}; "
-            "the others are kept and listed above."
-        )
+    failure = failure_message(report)
+    if failure:
+        fail(failure)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from fnn_keras.export.onnx import OPSET, export_onnx
 from fnn_keras.export.savedmodel import export_saved_model, write_models_config
 from fnn_keras.export.tflite import VARIANTS, TFLiteRunner, export_tflite_variants, tflite_op_names
 from fnn_keras.export.trained_run import ExportError, TrainedRun
+from fnn_keras.models.classifier import INPUT_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def _export_onnx(run, features, reference, label_ids):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
 
     def run_session(batch):
-        return session.run(None, {name: batch[name] for name in parity.INPUT_NAMES})[0]
+        return session.run(None, {name: batch[name] for name in INPUT_NAMES})[0]
 
     checks = {
         "batch_32_longest_in_batch": parity.run_in_batches(run_session, features, 32, trim=True),
@@ -355,6 +356,42 @@ def export_run(
     with open(os.path.splitext(run.paths.export_report)[0] + ".md", "w", encoding="utf-8") as file:
         file.write(format_export_report(report))
     return report
+
+
+def artifact_lines(report: dict) -> list[str]:
+    """Describe each artifact of a report in one line: ok, skipped or FAILED.
+
+    Example:
+
+    ```python
+    for line in artifact_lines(report):
+        print(line)
+    ```
+    """
+    lines = []
+    for entry in report["artifacts"]:
+        name = entry["format"] + (f" {entry['variant']}" if "variant" in entry else "")
+        if "error" in entry:
+            lines.append(f"FAILED  {name}: {entry['error']}")
+        elif "not_shipped" in entry:
+            lines.append(f"skipped {name}: {entry['not_shipped']}")
+        else:
+            result = entry["parity"]
+            lines.append(
+                f"ok      {name}: {entry['path']}  max abs diff {result['max_abs_diff']:.2e}, "
+                f"top-1 agreement {result['top1_agreement']:.4f}"
+            )
+    return lines
+
+
+def failure_message(report: dict) -> str | None:
+    """Return the one-line error for a report with failed exports, else `None`."""
+    if not report["failed"]:
+        return None
+    return (
+        f"{len(report['failed'])} export(s) failed: {', '.join(report['failed'])}; "
+        "the others are kept and listed above."
+    )
 
 
 def format_export_report(report: dict) -> str:

@@ -7,11 +7,12 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from fnn_keras.models.classifier import INPUT_NAMES
+
 logger = logging.getLogger(__name__)
 
 # ONNX opset of every export; onnxruntime 1.2x runs it and it has Erf.
 OPSET = 17
-INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
 _handlers_registered = False
 

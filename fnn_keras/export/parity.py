@@ -6,8 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from fnn_keras.data.pipeline import make_dataset
-
-INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+from fnn_keras.models.classifier import INPUT_NAMES
 
 
 def keras_probabilities(model, preprocessor, texts: list[str], batch_size: int = 32):

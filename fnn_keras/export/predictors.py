@@ -19,7 +19,22 @@ class PredictorError(ValueError):
     """Raised when an artifact cannot be loaded for prediction."""
 
 
-class KerasPredictor:
+class _Predictor:
+    """Base of the predictors: `labels` and `predict(texts, batch_size)`."""
+
+    labels: list[str]
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Return class probabilities, `(len(texts), len(labels))` float32."""
+        if not texts:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self._probabilities(texts, batch_size)
+
+    def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class KerasPredictor(_Predictor):
     """Predicts with a run's `model.keras`."""
 
     def __init__(self, run):
@@ -28,13 +43,11 @@ class KerasPredictor:
         self.tokenizer = run.tokenizer
         self.sequence_length = run.sequence_length
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, len(self.labels)), np.float32)
+    def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
         return parity.keras_probabilities(self.run.model, self.run.preprocessor, texts, batch_size)
 
 
-class SavedModelPredictor:
+class SavedModelPredictor(_Predictor):
     """Predicts with a SavedModel version directory.
 
     A raw-text export is called on the texts; a token-id-only export gets ids
@@ -64,12 +77,12 @@ class SavedModelPredictor:
             outputs = self.function(**features)
         return outputs["probabilities"].numpy()
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
         outputs = [self._call(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.labels)), np.float32)
+        return np.concatenate(outputs)
 
 
-class _TokenIdPredictor:
+class _TokenIdPredictor(_Predictor):
     """Tokenizes with the files beside a TFLite or ONNX model, as a client would."""
 
     def __init__(self, path: str):
@@ -99,9 +112,7 @@ class TFLitePredictor(_TokenIdPredictor):
         super().__init__(path)
         self.runner = TFLiteRunner(path)
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, len(self.labels)), np.float32)
+    def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self.runner(self.features(texts))
 
 
@@ -119,9 +130,7 @@ class OnnxPredictor(_TokenIdPredictor):
                 f"{path} is not a valid ONNX model: {str(error).splitlines()[0]}"
             ) from None
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, len(self.labels)), np.float32)
+    def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
         return parity.run_in_batches(
             lambda batch: self.session.run(None, batch)[0],
             self.features(texts),

@@ -11,10 +11,10 @@ import keras
 import tensorflow as tf
 
 from fnn_keras.data.pipeline import trim_batch
+from fnn_keras.models.classifier import INPUT_NAMES
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -162,8 +162,8 @@ def export_saved_model(
         raise FileExistsError(17, "SavedModel version already exists", final_path)
     label_table = tf.constant(labels, dtype=tf.string)
 
-    # NOTE: the written variables come to about twice the float32 weights
-    # (189 MB for MiniLM, whose weights are 91 MB); the cause is not known yet.
+    # NOTE: the written variables come to about twice the float32 weights:
+    # 189 MB for MiniLM, whose weights are 91 MB. The cause is not known yet.
     archive = keras.export.ExportArchive()
     archive.track(model)
 

@@ -195,7 +195,7 @@ class FeedbackLayer(keras.layers.RNN):
         start = tf.constant(0)
         end = num_steps
         if mask is not None:
-            # Run only from the first to the last step that holds a real token
+            # Run only from the first to the last step that has a real token
             # in some sequence; steps outside that range are padding for the
             # whole batch and would leave every state unchanged.
             any_real = tf.reduce_any(mask, axis=1)

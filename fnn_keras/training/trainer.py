@@ -24,6 +24,7 @@ from fnn_keras.data.summary import log_summary, summarize_split
 from fnn_keras.evaluation.metrics import classification_metrics
 from fnn_keras.evaluation.report import write_report
 from fnn_keras.export.exporter import export_run
+from fnn_keras.export.parity import keras_probabilities
 from fnn_keras.export.trained_run import load_trained_run
 from fnn_keras.layout import RunPaths, run_paths
 from fnn_keras.models.classifier import build_classifier
@@ -118,11 +119,6 @@ def read_splits(config: Config) -> tuple[Examples, Examples]:
         logger.info("Keeping the first %d of %d training examples.", limit, len(train))
         train = train.head(limit)
     return train, dev
-
-
-def _predict_ids(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
-    probabilities = model.predict(dataset, verbose=0)
-    return np.argmax(probabilities, axis=-1)
 
 
 def train(
@@ -269,8 +265,8 @@ def train(
     logger.info("Training took %.1f s", train_seconds)
 
     # === Evaluate and save ===
-    dev_inputs = make_dataset(dev_examples.texts, None, preprocessor, batch_size)
-    predicted = _predict_ids(model, dev_inputs)
+    probabilities = keras_probabilities(model, preprocessor, dev_examples.texts, batch_size)
+    predicted = np.argmax(probabilities, axis=-1)
     metrics = classification_metrics(np.array(dev_label_ids), predicted, labels.labels)
     metrics["split"] = dev_examples.path
     metrics["train_seconds"] = round(train_seconds, 1)
