@@ -13,12 +13,17 @@ def setup_logging(quiet: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # TensorFlow's INFO records describe every collective op it sets up.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
-def fail(message: str) -> None:
-    """Print a one-line `error:` message to stderr and exit with code 2."""
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line `error:` message to stderr and exit with `code`.
+
+    Code 2 means bad input; other codes are documented by each command.
+    """
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def os_error_message(error: OSError) -> str:

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+STRATEGY_CHOICES = ("auto", "mirrored", "multi_worker", "one_device")
+
 
 class ConfigError(ValueError):
     """Raised when a configuration value or file is invalid."""
@@ -89,6 +91,22 @@ class TrainingConfig:
             training stops and the best weights are restored.
         log_every_steps: Write per-step TensorBoard scalars every N steps.
         seed: Seed for shuffling, dropout and initialisation.
+        strategy: `auto`, `mirrored`, `multi_worker` or `one_device`; `auto`
+            is `multi_worker` when `TF_CONFIG` names a cluster, else
+            `mirrored` (all local GPUs, or the CPU).
+        cpu_devices: Split the CPU into N logical devices and mirror over
+            them, to try multi-replica training without GPUs. `None` keeps
+            one CPU device.
+        backup_every_steps: Back up the training state every N optimizer
+            steps, besides every epoch end, so a rerun after a crash resumes
+            there.
+        deterministic: Seed everything and enable TensorFlow's op
+            determinism, so two runs give identical losses.
+        mixed_precision: `off`, `bfloat16` or `float16` compute for
+            training; saved and exported models are float32.
+        jit_compile: `auto`, `on` or `off`: XLA for each replica's forward
+            and backward pass. `auto` is on with GPUs, off on the CPU and
+            with `deterministic`.
     """
 
     epochs: int = 5
@@ -101,6 +119,12 @@ class TrainingConfig:
     early_stopping_patience: int = 2
     log_every_steps: int = 20
     seed: int = 0
+    strategy: str = "auto"
+    cpu_devices: int | None = None
+    backup_every_steps: int = 200
+    deterministic: bool = False
+    mixed_precision: str = "off"
+    jit_compile: str = "auto"
 
 
 @dataclasses.dataclass
@@ -183,6 +207,26 @@ class Config:
                 "training.early_stopping_patience must be >= 0. "
                 f"Received: {self.training.early_stopping_patience}."
             )
+        _check_choice("training.strategy", self.training.strategy, STRATEGY_CHOICES)
+        if self.training.cpu_devices is not None:
+            _check_positive("training.cpu_devices", self.training.cpu_devices)
+            if self.training.strategy not in ("auto", "mirrored"):
+                raise ConfigError(
+                    "training.cpu_devices needs the mirrored strategy. "
+                    f"Received: strategy={self.training.strategy!r}."
+                )
+        _check_positive("training.backup_every_steps", self.training.backup_every_steps)
+        _check_choice(
+            "training.mixed_precision",
+            self.training.mixed_precision,
+            ("off", "bfloat16", "float16"),
+        )
+        _check_choice("training.jit_compile", self.training.jit_compile, ("auto", "on", "off"))
+        if self.training.deterministic and self.training.jit_compile == "on":
+            raise ConfigError(
+                "training.deterministic and jit_compile 'on' exclude each other: XLA does "
+                "not promise deterministic results. Drop one of them."
+            )
         name = self.output.run_name
         if name is not None and (not name or name in (".", "..") or os.sep in name or "/" in name):
             raise ConfigError(f"Invalid run name {name!r}: use a plain name without '/'.")
@@ -191,6 +235,11 @@ class Config:
 def _check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer. Received: {value!r}.")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}. Received: {value!r}.")
 
 
 def _check_rate(name: str, value: Any) -> None:

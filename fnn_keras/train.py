@@ -7,9 +7,13 @@ or `python -m fnn_keras.train --help` for every option.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from fnn_keras.cli import fail, os_error_message, setup_logging
+
+# Exit code of a run stopped by a NaN or infinite loss (2 is bad input).
+EXIT_NON_FINITE_LOSS = 3
 
 # Flag name to the config field it sets.
 FLAG_FIELDS = {
@@ -35,6 +39,12 @@ FLAG_FIELDS = {
     "patience": "training.early_stopping_patience",
     "log_every_steps": "training.log_every_steps",
     "seed": "training.seed",
+    "strategy": "training.strategy",
+    "cpu_devices": "training.cpu_devices",
+    "backup_every_steps": "training.backup_every_steps",
+    "deterministic": "training.deterministic",
+    "mixed_precision": "training.mixed_precision",
+    "jit_compile": "training.jit_compile",
     "run_name": "output.run_name",
     "log_dir": "output.log_dir",
     "export_dir": "output.export_dir",
@@ -113,6 +123,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="Per-step TensorBoard scalars every N steps. Default: 20.",
     )
     training.add_argument("--seed", type=int, help="Random seed. Default: 0.")
+    training.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        help="Enable TensorFlow op determinism: reruns give identical losses. Default: off.",
+    )
+    distribution = parser.add_argument_group("distribution and speed")
+    distribution.add_argument(
+        "--strategy",
+        choices=["auto", "mirrored", "multi_worker", "one_device"],
+        help="auto: multi_worker when TF_CONFIG names a cluster, else mirrored over all "
+        "local GPUs (or the CPU). Default: auto.",
+    )
+    distribution.add_argument(
+        "--cpu-devices",
+        type=int,
+        help="Split the CPU into N devices and mirror over them (multi-replica without GPUs).",
+    )
+    distribution.add_argument(
+        "--backup-every-steps",
+        type=int,
+        help="Save the state for resuming every N steps, besides each epoch end. Default: 200.",
+    )
+    distribution.add_argument(
+        "--mixed-precision",
+        choices=["off", "bfloat16", "float16"],
+        help="Compute type for training; saved models stay float32. Default: off.",
+    )
+    distribution.add_argument(
+        "--jit-compile",
+        choices=["auto", "on", "off"],
+        help="XLA for each replica's step. auto: on with GPUs, off on the CPU. Default: auto.",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--run-name", help="Name of the run. Default: run-<date>-<time>.")
     output.add_argument("--log-dir", help="TensorBoard root. Default: tensorboard_logs.")
@@ -135,8 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     from fnn_keras.data.labels import LabelError
     from fnn_keras.data.readers import DataError
     from fnn_keras.export.exporter import artifact_lines, failure_message
-    from fnn_keras.training.trainer import train
+    from fnn_keras.training.callbacks import NonFiniteLossError
+    from fnn_keras.training.trainer import new_run_name, train
 
+    run_name = None
     try:
         values = load_yaml(args.config) if args.config else {}
         overrides = {
@@ -146,18 +190,39 @@ def main(argv: list[str] | None = None) -> None:
         }
         source = args.config or "command line"
         config = config_from_dict(merge_overrides(values, overrides), source)
-        result = train(config, verbose=0 if args.quiet else "auto")
+        output = config.output
+        run_name = output.run_name or new_run_name(output.export_dir, output.log_dir)
+        config = dataclasses.replace(config, output=dataclasses.replace(output, run_name=run_name))
+        result = train(
+            config,
+            verbose=0 if args.quiet else "auto",
+            tf_config=os.environ.get("TF_CONFIG"),
+        )
     except (ConfigError, DataError, LabelError, BackboneError) as error:
         fail(str(error))
     except OSError as error:
         # Unwritable output directories, full disks and the like.
         fail(os_error_message(error))
+    except NonFiniteLossError as error:
+        fail(str(error), code=EXIT_NON_FINITE_LOSS)
     except KeyboardInterrupt:
-        fail("interrupted; rerun the same command with the same --run-name to resume.")
+        resume = f" with --run-name {run_name}" if run_name else ""
+        fail(f"interrupted; rerun the same command{resume} to resume.")
 
-    metrics = result.metrics
     paths = result.paths
-    print(f"Run {paths.run_name}: {result.epochs_run} epoch(s) in {result.train_seconds:.0f} s")
+    resumed = f", resumed at step {result.resumed_at}" if result.resumed_at is not None else ""
+    trained = (
+        f"{result.epochs_run} epoch(s), {result.steps_run} step(s) in "
+        f"{result.train_seconds:.0f} s{resumed}"
+    )
+    if not result.chief:
+        print(
+            f"Run {paths.run_name}: worker trained {trained}, weights digest "
+            f"{result.weights_digest}; the chief writes the outputs."
+        )
+        return
+    metrics = result.metrics
+    print(f"Run {paths.run_name}: {trained}")
     print(
         f"dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} ({metrics['examples']} examples)"
     )
@@ -165,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         f"TensorBoard logs: {paths.log_dir}   (tensorboard --logdir {os.path.dirname(paths.log_dir) or '.'})"
     )
     print(f"Report:           {os.path.join(paths.run_dir, 'report.md')}")
-    print(f"Keras model:      {paths.model}")
+    print(f"Keras model:      {paths.model}   (weights digest {result.weights_digest})")
     if result.export_report is not None:
         for line in artifact_lines(result.export_report):
             print(f"Export {line}")

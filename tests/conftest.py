@@ -33,6 +33,31 @@ def run_python(args, cwd, timeout=900):
     )
 
 
+def _scalar_events(directory):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        directory, size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    return {tag: accumulator.Tensors(tag) for tag in accumulator.Tags()["tensors"]}
+
+
+def scalar_steps(directory):
+    """Map each scalar tag in a TensorBoard directory to its steps, in file order."""
+    return {
+        tag: [event.step for event in events] for tag, events in _scalar_events(directory).items()
+    }
+
+
+def scalar_values(directory, tag):
+    """Map each step of one scalar tag in a TensorBoard directory to its value."""
+    return {
+        event.step: float(tf.make_ndarray(event.tensor_proto))
+        for event in _scalar_events(directory)[tag]
+    }
+
+
 def assert_one_line_error(err, *fragments):
     """Check that stderr contains one `error:` line naming each fragment."""
     lines = err.strip().splitlines()
@@ -78,6 +103,21 @@ def two_cpus():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, devices
     return devices[:2]
+
+
+@pytest.fixture(scope="session")
+def strategies(two_cpus):
+    """MirroredStrategy over 1 and over 2 logical CPUs, shared by all tests.
+
+    TensorFlow 2.21 numbers collective ops per strategy object: a second
+    MirroredStrategy over the same devices in one process reuses the first
+    one's numbers, and its all-reduces then fail with "Shape mismatch in the
+    collective instance". So every test uses these two.
+    """
+    return {
+        1: tf.distribute.MirroredStrategy(two_cpus[:1]),
+        2: tf.distribute.MirroredStrategy(two_cpus),
+    }
 
 
 @pytest.fixture(scope="session")

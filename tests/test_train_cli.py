@@ -6,28 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops the SavedModel uses)
-from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import SMALL_DEV, SMALL_TRAIN, assert_one_line_error, write_tsv
+from conftest import SMALL_DEV, SMALL_TRAIN, assert_one_line_error, scalar_steps, write_tsv
 from fnn_keras import train as train_cli
-
-
-def scalar_events(directory):
-    accumulator = event_accumulator.EventAccumulator(
-        directory, size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    return {
-        tag: [event.step for event in accumulator.Tensors(tag)]
-        for tag in accumulator.Tags()["tensors"]
-    }
 
 
 def test_cli_run_writes_tensorboard_scalars(trained_run):
     workdir, _ = trained_run
     run_logs = os.path.join(workdir, "tensorboard_logs", "tiny-run")
-    train_tags = scalar_events(os.path.join(run_logs, "train"))
-    dev_tags = scalar_events(os.path.join(run_logs, "validation"))
+    train_tags = scalar_steps(os.path.join(run_logs, "train"))
+    dev_tags = scalar_steps(os.path.join(run_logs, "validation"))
 
     # 10 examples at batch size 4: 3 steps per epoch, logged every 2 steps.
     # Epoch 0 ends at step 3, which is not a multiple of 2; its epoch

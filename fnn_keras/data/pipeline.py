@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 
@@ -107,6 +108,78 @@ def make_dataset(
     def tokenize(text, label=None):
         features = trim_batch(preprocessor(text))
         return features if label is None else (features, label)
+
+    dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """Return the example order of one training epoch.
+
+    The order depends only on `seed` and `epoch`, so a resumed run sees the
+    same batches as an uninterrupted one.
+
+    Example:
+
+    ```python
+    epoch_order(5, seed=0, epoch=2)  # a permutation of 0..4
+    ```
+    """
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def make_training_dataset(
+    texts: list[str],
+    label_ids: list[int],
+    preprocessor,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    end_epoch: int,
+    skip_batches: int = 0,
+) -> tf.data.Dataset:
+    """Build the training batches of epochs `first_epoch` to `end_epoch - 1`.
+
+    Each epoch visits every example once, in `epoch_order`, and its last
+    batch keeps the remainder, so an epoch has `ceil(len(texts) /
+    batch_size)` batches. `skip_batches` drops that many batches from the
+    start of `first_epoch`: the ones a resumed run has already trained on.
+
+    Args:
+        texts: The training texts.
+        label_ids: Class ids aligned with `texts`.
+        preprocessor: The keras-hub preprocessor from `build_preprocessor`.
+        batch_size: Global batch size.
+        seed: Seed of the per-epoch orders.
+        first_epoch: First epoch (0-based) to produce.
+        end_epoch: One past the last epoch to produce.
+        skip_batches: Batches of `first_epoch` to leave out.
+
+    Returns:
+        A finite `tf.data.Dataset` of `(features, label_ids)` batches; pass
+        `steps_per_epoch` to `fit`.
+
+    Example:
+
+    ```python
+    dataset = make_training_dataset(texts, labels, preprocessor, 32, 0, 0, 5)
+    model.fit(dataset, epochs=5, steps_per_epoch=math.ceil(len(texts) / 32))
+    ```
+    """
+    orders = np.stack(
+        [epoch_order(len(texts), seed, epoch) for epoch in range(first_epoch, end_epoch)]
+    )
+    text_table = tf.constant(texts, tf.string)
+    label_table = tf.constant(label_ids, tf.int32)
+    dataset = tf.data.Dataset.from_tensor_slices(orders.astype(np.int64))
+    dataset = dataset.flat_map(
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    )
+    dataset = dataset.skip(skip_batches)
+
+    def tokenize(indices):
+        features = trim_batch(preprocessor(tf.gather(text_table, indices)))
+        return features, tf.gather(label_table, indices)
 
     dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -202,7 +202,12 @@ class FeedbackLayer(keras.layers.RNN):
             positions = tf.range(num_steps)
             start = tf.reduce_min(tf.where(any_real, positions, num_steps))
             end = tf.reduce_max(tf.where(any_real, positions + 1, 0))
-            end = tf.maximum(end, start)
+            # Keep at least one step: a batch with no real token (such as a
+            # replica's empty share of a final batch) then runs one step
+            # that changes nothing, where an empty loop could not stack its
+            # outputs.
+            start = tf.maximum(tf.minimum(start, num_steps - 1), 0)
+            end = tf.maximum(end, tf.minimum(start + 1, num_steps))
             projected = projected[start:end]
             mask = mask[start:end]
         loop_length = end - start

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import glob
+import json
+import logging
+import math
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
+
+logger = logging.getLogger(__name__)
 
 
 class StepScalarLogger(keras.callbacks.Callback):
@@ -18,7 +26,9 @@ class StepScalarLogger(keras.callbacks.Callback):
     written). So `TensorBoard` runs with `update_freq="epoch"` and this
     callback writes the per-step scalars, as `batch_<name>` in the same
     `train` directory. The step is the optimizer's iteration count, which
-    `BackupAndRestore` restores, so a resumed run continues the curve.
+    `TrainingBackup` restores, so a resumed run continues the curve. Each
+    write is flushed, and steps that event files already hold (written after
+    the last backup, before an interruption) are not written again.
 
     Args:
         log_dir: The run's TensorBoard directory; scalars go to its `train`
@@ -39,22 +49,336 @@ class StepScalarLogger(keras.callbacks.Callback):
         self._writer = None
 
     def on_train_begin(self, logs=None):
+        self._written_through = last_logged_step(self.log_dir, prefix="batch_")
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.every_steps or not isinstance(logs, dict):
+        if step % self.every_steps or step <= self._written_through or not isinstance(logs, dict):
             return
         rate = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
         with self._writer.as_default(step=step):
             for name, value in logs.items():
                 tf.summary.scalar(f"batch_{name}", float(value))
             tf.summary.scalar("batch_learning_rate", rate)
+        self._writer.flush()
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def last_logged_step(log_dir: str, prefix: str) -> int:
+    """Return the highest step of a scalar named `prefix...` in `log_dir`, or -1.
+
+    Args:
+        log_dir: A directory of TensorBoard event files.
+        prefix: Start of the tag names to look at, such as `"batch_"`.
+
+    Example:
+
+    ```python
+    last_logged_step("tensorboard_logs/run/train", "batch_")
+    ```
+    """
+    last = -1
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        try:
+            for record in tf.data.TFRecordDataset(path):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                if any(value.tag.startswith(prefix) for value in event.summary.value):
+                    last = max(last, int(event.step))
+        except tf.errors.DataLossError:
+            # A kill can cut the last record short. The records before it still count.
+            continue
+    return last
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite.
+
+    Attributes:
+        step: The optimizer step (1-based) whose loss was not finite.
+    """
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop training at the first step whose loss is NaN or infinite.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, it raises `NonFiniteLossError`
+    at once, naming the step. Place it before `TrainingBackup`, so the
+    backup of the broken step is never written and the last good one stays.
+
+    Args:
+        steps_per_epoch: Optimizer steps per epoch, to name the epoch.
+
+    Example:
+
+    ```python
+    model.fit(data, callbacks=[StopOnNonFiniteLoss(steps_per_epoch=100), backup])
+    ```
+    """
+
+    def __init__(self, steps_per_epoch: int):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(np.asarray(loss).reshape(-1)[0])
+        if math.isfinite(value):
+            return
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        epoch, in_epoch = divmod(step - 1, self.steps_per_epoch)
+        raise NonFiniteLossError(
+            f"training loss became {value} at step {step} (epoch {epoch + 1}, "
+            f"batch {in_epoch + 1} of {self.steps_per_epoch})",
+            step,
+        )
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` whose state carries over between `fit` calls.
+
+    Keras's `EarlyStopping` resets its patience counter and best value at
+    every `fit` call, and restores the best weights at the end of each. A
+    resumed run calls `fit` once to finish the interrupted epoch and again
+    for the rest. So this subclass keeps its state across calls, and
+    `set_state` loads it from a backup. It restores the best weights only
+    when training ends: on stopping early or after the last epoch.
+
+    Args:
+        total_epochs: Epochs of the whole run.
+        **kwargs: Passed to `keras.callbacks.EarlyStopping`.
+
+    Example:
+
+    ```python
+    stopper = ResumableEarlyStopping(5, monitor="val_accuracy", mode="max", patience=2)
+    ```
+    """
+
+    def __init__(self, total_epochs: int, **kwargs):
+        super().__init__(**kwargs)
+        self.total_epochs = total_epochs
+        self._epochs_done = 0
+        self._carried = None
+
+    def get_state(self) -> dict:
+        """Return the counters to save: `wait`, `best`, `best_epoch`, `stopped_epoch`."""
+        best = None if self.best is None else float(self.best)
+        return {
+            "wait": self.wait,
+            "best": best,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+        }
+
+    def set_state(self, state: dict, best_weights: list | None) -> None:
+        """Apply saved counters and best weights at the next `on_train_begin`."""
+        self._carried = (dict(state), best_weights)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._carried is not None:
+            state, self.best_weights = self._carried
+            self.wait = state["wait"]
+            self.best = state["best"]
+            self.best_epoch = state["best_epoch"]
+            self.stopped_epoch = state["stopped_epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self._epochs_done = epoch + 1
+
+    def on_train_end(self, logs=None):
+        self._carried = (self.get_state(), self.best_weights)
+        if self.model.stop_training or self._epochs_done >= self.total_epochs:
+            super().on_train_end(logs)
+
+
+@dataclasses.dataclass
+class BackupState:
+    """Training state that a backup stores beside its weights file.
+
+    Attributes:
+        global_step: Optimizer steps done.
+        steps_per_epoch: Steps per epoch of the run that wrote it.
+        weights: Name of the weights file in the backup directory.
+        seed_states: Values of the model's random seed generators.
+        early_stopping: `ResumableEarlyStopping.get_state()`.
+        best_value: Best monitored value the best checkpoint holds.
+    """
+
+    global_step: int
+    steps_per_epoch: int
+    weights: str
+    seed_states: list
+    early_stopping: dict
+    best_value: float | None
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch to continue."""
+        return self.global_step // self.steps_per_epoch
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Steps of `epoch` already done."""
+        return self.global_step % self.steps_per_epoch
+
+
+STATE_FILE = "state.json"
+
+
+def read_backup(backup_dir: str) -> BackupState | None:
+    """Read the state a `TrainingBackup` saved, or `None` without a backup.
+
+    Args:
+        backup_dir: The backup directory of the run.
+
+    Raises:
+        ValueError: The state file is unreadable or names a missing file.
+
+    Example:
+
+    ```python
+    state = read_backup("exported/run/backup")
+    ```
+    """
+    path = os.path.join(backup_dir, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            state = BackupState(**json.load(file))
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{path}: unreadable backup state ({error}); delete {backup_dir} to train from the start."
+        ) from None
+    if not os.path.exists(os.path.join(backup_dir, state.weights)):
+        raise ValueError(
+            f"{path} names {state.weights}, which is missing; delete {backup_dir} "
+            "to train from the start."
+        )
+    return state
+
+
+def _seed_variables(model: keras.Model) -> list:
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Save the training state every N steps and at each epoch end.
+
+    A backup holds the weights with the optimizer state (one `.weights.h5`
+    file), the random seed generators, the early-stopping counters and the
+    best checkpoint's value. The JSON state file is replaced atomically
+    after its weights file is complete, so a kill at any moment leaves the
+    previous backup usable. `restore` brings all of it back; together with
+    a data pipeline that skips the batches already done, the rerun continues
+    at the saved step as if never stopped.
+
+    Keras's `BackupAndRestore` restarts an interrupted epoch from its first
+    batch and keeps no callback state, hence this callback.
+
+    Args:
+        backup_dir: Directory of the backup, used by no other writer.
+        steps_per_epoch: Optimizer steps per epoch.
+        every_steps: Save every N optimizer steps (and at every epoch end).
+        early_stopping: The run's `ResumableEarlyStopping`.
+        checkpoint: The run's best-weights `ModelCheckpoint`.
+
+    Example:
+
+    ```python
+    backup = TrainingBackup("run/backup", 100, 50, stopper, checkpoint)
+    backup.restore(model, read_backup("run/backup"))
+    model.fit(data, callbacks=[stopper, checkpoint, backup])
+    ```
+    """
+
+    def __init__(
+        self,
+        backup_dir: str,
+        steps_per_epoch: int,
+        every_steps: int,
+        early_stopping: ResumableEarlyStopping,
+        checkpoint: keras.callbacks.ModelCheckpoint,
+    ):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+        self.early_stopping = early_stopping
+        self.checkpoint = checkpoint
+
+    def restore(self, model: keras.Model, state: BackupState) -> None:
+        """Load a backup into `model` and the callbacks. Call inside the strategy scope."""
+        if state.steps_per_epoch != self.steps_per_epoch:
+            raise ValueError(
+                f"The backup in {self.backup_dir} was written with {state.steps_per_epoch} "
+                f"steps per epoch, this run has {self.steps_per_epoch}: rerun with the same "
+                "data and --batch-size, or delete the backup to start over."
+            )
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        best_weights = None
+        if self.early_stopping.restore_best_weights and os.path.exists(self.checkpoint.filepath):
+            model.load_weights(self.checkpoint.filepath)
+            best_weights = model.get_weights()
+        model.load_weights(os.path.join(self.backup_dir, state.weights))
+        for variable, value in zip(_seed_variables(model), state.seed_states, strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        self.early_stopping.set_state(state.early_stopping, best_weights)
+        self.checkpoint.best = state.best_value
+        logger.info(
+            "Resuming from the backup at step %d (epoch %d, batch %d of %d) in %s",
+            state.global_step,
+            state.epoch + 1,
+            state.step_in_epoch,
+            self.steps_per_epoch,
+            self.backup_dir,
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.every_steps == 0:
+            self.save(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save(int(ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+    def save(self, step: int) -> None:
+        """Write the backup of optimizer step `step`."""
+        os.makedirs(self.backup_dir, exist_ok=True)
+        weights = f"step-{step:09d}.weights.h5"
+        self.model.save_weights(os.path.join(self.backup_dir, weights), overwrite=True)
+        best = self.checkpoint.best
+        state = BackupState(
+            global_step=step,
+            steps_per_epoch=self.steps_per_epoch,
+            weights=weights,
+            seed_states=[ops.convert_to_numpy(v).tolist() for v in _seed_variables(self.model)],
+            early_stopping=self.early_stopping.get_state(),
+            best_value=None if best is None or not math.isfinite(best) else float(best),
+        )
+        path = os.path.join(self.backup_dir, STATE_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as file:
+            json.dump(dataclasses.asdict(state), file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(path + ".tmp", path)
+        for old in glob.glob(os.path.join(self.backup_dir, "step-*.weights.h5")):
+            if os.path.basename(old) != weights:
+                os.remove(old)
 
 
 def build_callbacks(
@@ -63,46 +387,65 @@ def build_callbacks(
     backup_dir: str,
     log_every_steps: int,
     patience: int,
+    steps_per_epoch: int,
+    epochs: int,
+    backup_every_steps: int,
     monitor: str = "val_accuracy",
-) -> list[keras.callbacks.Callback]:
+) -> tuple[list[keras.callbacks.Callback], TrainingBackup]:
     """Build the callbacks that every training run uses.
 
     Args:
         log_dir: TensorBoard directory of the run.
         best_checkpoint: Path of the best weights (`.weights.h5`).
-        backup_dir: Directory of `BackupAndRestore`. The caller removes it
-            once `fit` returns: Keras's own cleanup runs in `on_train_end`,
-            which also runs when training is interrupted, and so would delete
-            the backup that a rerun needs.
+        backup_dir: Directory of the `TrainingBackup`. The caller removes it
+            once training has finished; an interrupted run keeps it for the
+            rerun.
         log_every_steps: Per-step scalars are written every N steps.
         patience: Epochs without improvement of `monitor` before stopping.
+        steps_per_epoch: Optimizer steps per epoch.
+        epochs: Epochs of the whole run.
+        backup_every_steps: Back up every N optimizer steps, besides every
+            epoch end.
         monitor: The dev metric to maximise.
 
     Returns:
-        The callbacks, in the order `fit` must call them.
+        The callbacks, in the order `fit` must call them, and the backup
+        callback among them (for `TrainingBackup.restore`).
 
     Example:
 
     ```python
-    callbacks = build_callbacks("logs/run", "run/best.weights.h5", "run/backup", 20, 2)
+    callbacks, backup = build_callbacks(
+        "logs/run", "run/best.weights.h5", "run/backup", 20, 2, 100, 5, 50
+    )
     ```
     """
     os.makedirs(os.path.dirname(best_checkpoint), exist_ok=True)
-    return [
-        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        best_checkpoint,
+        monitor=monitor,
+        mode="max",
+        save_best_only=True,
+        save_weights_only=True,
+    )
+    early_stopping = ResumableEarlyStopping(
+        epochs,
+        monitor=monitor,
+        mode="max",
+        patience=patience,
+        restore_best_weights=True,
+    )
+    backup = TrainingBackup(
+        backup_dir, steps_per_epoch, backup_every_steps, early_stopping, checkpoint
+    )
+    callbacks = [
+        StopOnNonFiniteLoss(steps_per_epoch),
         keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
         StepScalarLogger(log_dir, log_every_steps),
-        keras.callbacks.ModelCheckpoint(
-            best_checkpoint,
-            monitor=monitor,
-            mode="max",
-            save_best_only=True,
-            save_weights_only=True,
-        ),
-        keras.callbacks.EarlyStopping(
-            monitor=monitor,
-            mode="max",
-            patience=patience,
-            restore_best_weights=True,
-        ),
+        checkpoint,
+        early_stopping,
+        # Last: it saves the states the callbacks above have just updated,
+        # and restores them after their `on_train_begin` resets.
+        backup,
     ]
+    return callbacks, backup

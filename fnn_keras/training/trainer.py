@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
@@ -18,7 +20,7 @@ import tensorflow as tf
 from fnn_keras.backbones import BackboneError, load_backbone, save_tokenizer
 from fnn_keras.config import Config, ConfigError, save_config
 from fnn_keras.data.labels import LabelVocabulary
-from fnn_keras.data.pipeline import build_preprocessor, make_dataset
+from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
 from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
 from fnn_keras.data.summary import log_summary, summarize_split
 from fnn_keras.evaluation.metrics import classification_metrics
@@ -28,9 +30,11 @@ from fnn_keras.export.parity import keras_probabilities
 from fnn_keras.export.trained_run import load_trained_run
 from fnn_keras.layout import RunPaths, run_paths
 from fnn_keras.models.classifier import build_classifier
-from fnn_keras.training.callbacks import build_callbacks
+from fnn_keras.training.callbacks import NonFiniteLossError, build_callbacks, read_backup
 from fnn_keras.training.optimization import build_optimizer
-from fnn_keras.training.strategy import build_strategy
+from fnn_keras.training.precision import float32_copy, precision_policy
+from fnn_keras.training.strategy import StrategyError, build_strategy, is_chief, split_cpu
+from fnn_keras.training.train_model import TrainingModel
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,15 @@ class RunResult:
         metrics: Dev metrics from `classification_metrics`.
         export_report: The report of `export_run`, or `None` without export.
         train_seconds: Wall time of `fit`.
-        epochs_run: Epochs completed before early stopping.
+        epochs_run: Epochs this process trained (a resumed run counts only
+            its own), up to early stopping.
+        steps_run: Optimizer steps this process trained.
+        resumed_at: The step a backup resumed this run at, or `None`.
+        weights_digest: SHA-256 prefix of the final weights; every worker
+            of a multi-worker run prints it, and they must agree.
+        chief: Whether this process wrote the outputs. A non-chief worker
+            of a multi-worker cluster writes nothing; its `metrics` are
+            empty.
     """
 
     paths: RunPaths
@@ -52,6 +64,10 @@ class RunResult:
     export_report: dict | None
     train_seconds: float
     epochs_run: int
+    steps_run: int = 0
+    resumed_at: int | None = None
+    weights_digest: str = ""
+    chief: bool = True
 
 
 def new_run_name(export_dir: str, log_dir: str) -> str:
@@ -70,7 +86,7 @@ def _check_run_is_new(paths: RunPaths) -> None:
     """Refuse to overwrite a finished run.
 
     A run directory without `model.keras` belongs to an interrupted run with
-    the same name, which this run resumes from its `BackupAndRestore` backup.
+    the same name, which this run resumes from its `TrainingBackup`.
     """
     if os.path.exists(paths.model):
         raise ConfigError(
@@ -121,10 +137,46 @@ def read_splits(config: Config) -> tuple[Examples, Examples]:
     return train, dev
 
 
+def weights_digest(model: keras.Model) -> str:
+    """Return the first 16 hex digits of the SHA-256 of the model's weights."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def resolve_jit_compile(setting: str, deterministic: bool) -> bool:
+    """Turn `training.jit_compile` into a bool: `auto` is on with GPUs only."""
+    if setting == "auto":
+        return bool(tf.config.list_logical_devices("GPU")) and not deterministic
+    return setting == "on"
+
+
+def _epoch_phases(state, epochs: int) -> list[tuple[int, int, int]]:
+    """Split the epochs left into `fit` calls of `(first, end, skip_batches)`.
+
+    A run resumed inside an epoch first finishes that epoch (its batches
+    after the saved step), then runs the remaining whole epochs.
+    """
+    if state is None:
+        return [(0, epochs, 0)]
+    if state.early_stopping.get("stopped_epoch", 0) > 0:
+        return []
+    phases = []
+    first = state.epoch
+    if state.step_in_epoch and first < epochs:
+        phases.append((first, first + 1, state.step_in_epoch))
+        first += 1
+    if first < epochs:
+        phases.append((first, epochs, 0))
+    return phases
+
+
 def train(
     config: Config,
     strategy: tf.distribute.Strategy | None = None,
     verbose: int | str = "auto",
+    tf_config: str | None = None,
 ) -> RunResult:
     """Run training end to end: data, model, fit, evaluation and export.
 
@@ -133,17 +185,30 @@ def train(
     labels, data summary, best checkpoint, final `.keras` model,
     `metrics.json`, `report.md` and, unless disabled, a SavedModel version.
 
+    `batch_size` is the global batch: each of N replicas takes an equal
+    share of it (the final batch of an epoch splits as evenly as it can),
+    and the loss is the mean over the whole batch, so the learning rate
+    needs no change with N. When the run directory holds a backup of an
+    interrupted run with the same name, training resumes at its step. In a
+    multi-worker cluster only the chief writes; other workers train in
+    temporary directories that they remove.
+
     Args:
         config: A validated `Config`.
-        strategy: Distribution strategy; `None` builds a `MirroredStrategy`
-            over the local GPUs, or the CPU.
+        strategy: Distribution strategy; `None` builds the one that
+            `config.training.strategy` names. Build it before any other
+            TensorFlow op runs.
         verbose: Verbosity of `model.fit` (0, 1, 2 or `"auto"`).
+        tf_config: The value of `TF_CONFIG`, for the `auto` and
+            `multi_worker` strategies.
 
     Returns:
         A `RunResult`.
 
     Raises:
         ConfigError, DataError, LabelError, BackboneError: Invalid input.
+        NonFiniteLossError: The loss became NaN or infinite; the backup of
+            the last good step and the best checkpoint are kept.
 
     Example:
 
@@ -153,7 +218,17 @@ def train(
     result.metrics["accuracy"]
     ```
     """
-    keras.utils.set_random_seed(config.training.seed)
+    training = config.training
+    if strategy is None:
+        try:
+            devices = split_cpu(training.cpu_devices) if training.cpu_devices else None
+            strategy = build_strategy(training.strategy, devices=devices, tf_config=tf_config)
+        except StrategyError as error:
+            raise ConfigError(str(error)) from None
+    keras.utils.set_random_seed(training.seed)
+    if training.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    chief = is_chief(strategy)
 
     # === Data ===
     train_examples, dev_examples = read_splits(config)
@@ -169,25 +244,63 @@ def train(
         config.output.export_dir, config.output.log_dir
     )
     paths = run_paths(config.output, run_name)
-    _check_run_is_new(paths)
+    if chief:
+        _check_run_is_new(paths)
     config = dataclasses.replace(
         config, output=dataclasses.replace(config.output, run_name=run_name)
     )
+    # Non-chief workers write checkpoints and logs to a directory they
+    # remove at the end; they read the chief's backup to resume.
+    worker_dir = None if chief else tempfile.mkdtemp(prefix="fnn_keras-worker-")
+    own = (
+        paths
+        if chief
+        else run_paths(
+            dataclasses.replace(
+                config.output,
+                export_dir=os.path.join(worker_dir, "exported"),
+                log_dir=os.path.join(worker_dir, "logs"),
+            ),
+            run_name,
+        )
+    )
+    try:
+        return _train_run(
+            config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels
+        )
+    finally:
+        if worker_dir is not None:
+            shutil.rmtree(worker_dir, ignore_errors=True)
+
+
+def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels):
+    training = config.training
+    batch_size = training.batch_size
+    steps_per_epoch = math.ceil(len(train_examples) / batch_size)
+    total_steps = steps_per_epoch * training.epochs
+    try:
+        state = read_backup(paths.backup)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    replicas = strategy.num_replicas_in_sync
+    logger.info(
+        "Global batch %d over %d replica(s): about %d examples per replica per step",
+        batch_size,
+        replicas,
+        math.ceil(batch_size / replicas),
+    )
 
     # === Model, under the strategy ===
-    strategy = strategy or build_strategy()
-    batch_size = config.training.batch_size
-    steps_per_epoch = math.ceil(len(train_examples) / batch_size)
-    total_steps = steps_per_epoch * config.training.epochs
-    with strategy.scope():
-        bundle = load_backbone(config.model.backbone, seed=config.training.seed)
+    jit_compile = resolve_jit_compile(training.jit_compile, training.deterministic)
+    with strategy.scope(), precision_policy(training.mixed_precision):
+        bundle = load_backbone(config.model.backbone, seed=training.seed)
         if config.data.sequence_length > bundle.max_sequence_length:
             raise BackboneError(
                 f"sequence_length={config.data.sequence_length} exceeds the "
                 f"backbone's {bundle.max_sequence_length} positions; pass "
                 f"--sequence-length {bundle.max_sequence_length} or less."
             )
-        model = build_classifier(
+        classifier = build_classifier(
             bundle.backbone,
             num_labels=len(labels),
             feedback_units=config.model.feedback_units,
@@ -195,31 +308,43 @@ def train(
             bidirectional=config.model.bidirectional,
             feedback_dropout=config.model.feedback_dropout,
             dropout=config.model.dropout,
-            seed=config.training.seed,
+            seed=training.seed,
             pooling=config.model.pooling,
         )
         optimizer = build_optimizer(
-            config.training.learning_rate,
+            training.learning_rate,
             total_steps,
-            warmup_ratio=config.training.warmup_ratio,
-            weight_decay=config.training.weight_decay,
+            warmup_ratio=training.warmup_ratio,
+            weight_decay=training.weight_decay,
             learning_rate_multipliers=learning_rate_multipliers(
-                model,
+                classifier,
                 bundle.backbone,
-                config.training.head_learning_rate_multiplier,
-                config.training.layer_decay,
+                training.head_learning_rate_multiplier,
+                training.layer_decay,
             ),
         )
+        model = TrainingModel(
+            classifier,
+            keras.losses.SparseCategoricalCrossentropy(reduction=None),
+            jit_compile=jit_compile,
+        )
+        # XLA is applied per replica by `TrainingModel`; Keras's own
+        # `jit_compile` would compile the multi-replica step as one.
         model.compile(
             optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=False,
         )
+    logger.info(
+        "Training with %s compute, XLA %s",
+        training.mixed_precision if training.mixed_precision != "off" else "float32",
+        "on" if jit_compile else "off",
+    )
 
-    os.makedirs(paths.run_dir, exist_ok=True)
-    os.makedirs(paths.log_dir, exist_ok=True)
-    save_config(config, paths.config)
-    labels.save(paths.labels)
+    os.makedirs(own.run_dir, exist_ok=True)
+    os.makedirs(own.log_dir, exist_ok=True)
+    save_config(config, own.config)
+    labels.save(own.labels)
 
     # === Input pipelines ===
     preprocessor = build_preprocessor(bundle.tokenizer, config.data.sequence_length)
@@ -227,57 +352,102 @@ def train(
     for name, examples in (("train", train_examples), ("dev", dev_examples)):
         summary[name] = summarize_split(examples, bundle.tokenizer, config.data.sequence_length)
         log_summary(name, summary[name], config.data.sequence_length)
-    with open(paths.data_summary, "w", encoding="utf-8") as file:
+    with open(own.data_summary, "w", encoding="utf-8") as file:
         json.dump(summary, file, ensure_ascii=False, indent=2)
-
-    train_data = make_dataset(
-        train_examples.texts,
-        labels.encode(train_examples.labels),
-        preprocessor,
-        batch_size,
-        shuffle=True,
-        seed=config.training.seed,
-    )
+    train_label_ids = labels.encode(train_examples.labels)
     dev_label_ids = labels.encode(dev_examples.labels)
     dev_data = make_dataset(dev_examples.texts, dev_label_ids, preprocessor, batch_size)
 
-    # === Fit ===
-    callbacks = build_callbacks(
-        log_dir=paths.log_dir,
-        best_checkpoint=paths.best_checkpoint,
-        backup_dir=paths.backup,
-        log_every_steps=config.training.log_every_steps,
-        patience=config.training.early_stopping_patience,
+    # === Fit, resuming from a backup if there is one ===
+    callbacks, backup = build_callbacks(
+        log_dir=own.log_dir,
+        best_checkpoint=own.best_checkpoint,
+        backup_dir=own.backup,
+        log_every_steps=training.log_every_steps,
+        patience=training.early_stopping_patience,
+        steps_per_epoch=steps_per_epoch,
+        epochs=training.epochs,
+        backup_every_steps=training.backup_every_steps,
     )
+    if state is not None:
+        with strategy.scope():
+            try:
+                backup.restore(model, state)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+    phases = _epoch_phases(state, training.epochs)
+    epochs_run = 0
+    first_step = state.global_step if state else 0
     start = time.perf_counter()
-    history = model.fit(
-        train_data,
-        validation_data=dev_data,
-        epochs=config.training.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        # The training dataset reshuffles itself every epoch.
-        shuffle=False,
-    )
+    try:
+        for first, end, skip in phases:
+            data = make_training_dataset(
+                train_examples.texts,
+                train_label_ids,
+                preprocessor,
+                batch_size,
+                seed=training.seed,
+                first_epoch=first,
+                end_epoch=end,
+                skip_batches=skip,
+            )
+            history = model.fit(
+                data,
+                validation_data=dev_data,
+                initial_epoch=first,
+                epochs=end,
+                steps_per_epoch=steps_per_epoch - skip if skip else steps_per_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+                # The batches come in `epoch_order` already.
+                shuffle=False,
+            )
+            epochs_run += len(history.history.get("loss", []))
+            if model.stop_training:
+                break
+    except NonFiniteLossError as error:
+        kept = read_backup(own.backup)
+        where = (
+            f"the backup of step {kept.global_step} in {own.backup} is kept"
+            if kept
+            else "no backup was written yet"
+        )
+        raise NonFiniteLossError(
+            f"{error}; training stopped and {where}. Lower --learning-rate or check the data.",
+            error.step,
+        ) from None
+    if not phases and backup.early_stopping.best_weights is not None:
+        # The backup is of a run that had already finished training.
+        model.set_weights(backup.early_stopping.best_weights)
     train_seconds = time.perf_counter() - start
+    digest = weights_digest(classifier)
+    logger.info("Training took %.1f s; weights digest %s", train_seconds, digest)
+    progress = dict(
+        train_seconds=train_seconds,
+        epochs_run=epochs_run,
+        steps_run=int(keras.ops.convert_to_numpy(model.optimizer.iterations)) - first_step,
+        resumed_at=state.global_step if state else None,
+        weights_digest=digest,
+    )
+    if not chief:
+        return RunResult(paths, {}, None, chief=False, **progress)
     # Training ended normally, so the backup for resuming is no longer needed.
     shutil.rmtree(paths.backup, ignore_errors=True)
-    logger.info("Training took %.1f s", train_seconds)
 
-    # === Evaluate and save ===
-    probabilities = keras_probabilities(model, preprocessor, dev_examples.texts, batch_size)
+    # === Evaluate and save, in float32 and outside the strategy ===
+    final = float32_copy(classifier)
+    probabilities = keras_probabilities(final, preprocessor, dev_examples.texts, batch_size)
     predicted = np.argmax(probabilities, axis=-1)
     metrics = classification_metrics(np.array(dev_label_ids), predicted, labels.labels)
     metrics["split"] = dev_examples.path
     metrics["train_seconds"] = round(train_seconds, 1)
-    write_report(metrics, paths.run_dir, title=f"Dev evaluation of run {run_name}")
+    write_report(metrics, paths.run_dir, title=f"Dev evaluation of run {paths.run_name}")
 
-    model.save(paths.model)
+    final.save(paths.model)
     save_tokenizer(bundle.tokenizer, paths.tokenizer, config.data.sequence_length)
     export_report = None
     if config.output.export:
-        # Export from the saved file: a SavedModel cannot hold the mirrored
-        # variables the strategy created, and this exports exactly what
+        # Export from the saved file: this exports exactly what
         # `model.keras` holds.
         run = load_trained_run(paths.run_dir)
         export_report = export_run(
@@ -290,6 +460,5 @@ def train(
         paths=paths,
         metrics=metrics,
         export_report=export_report,
-        train_seconds=train_seconds,
-        epochs_run=len(history.history.get("loss", [])),
+        **progress,
     )

@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from fnn_keras.training.optimization import (
     ScaledAdamW,
@@ -46,9 +45,8 @@ def two_layer_model():
 
 
 @pytest.mark.parametrize("replicas", [1, 2], ids=["one_replica", "two_replicas"])
-def test_scaled_adamw_multiplies_head_rate(replicas, two_cpus):
-    devices = two_cpus[:replicas]
-    strategy = tf.distribute.MirroredStrategy(devices)
+def test_scaled_adamw_multiplies_head_rate(replicas, strategies):
+    strategy = strategies[replicas]
     with strategy.scope():
         model = two_layer_model()
         head_prefix = model.get_layer("head").kernel.path.rsplit("/", 1)[0] + "/"

@@ -1,8 +1,10 @@
+import json
 import os
 import signal
 
 import keras
 import pytest
+import tensorflow as tf
 
 from fnn_keras.config import config_from_dict
 from fnn_keras.training import trainer
@@ -38,14 +40,15 @@ def test_interrupted_run_resumes(small_data, tmp_path, monkeypatch):
     build_callbacks = trainer.build_callbacks
 
     def callbacks_with_interrupt(**kwargs):
-        # After BackupAndRestore has saved the end of epoch 2 (index 1).
-        return build_callbacks(**kwargs) + [InterruptAfterEpoch(1)]
+        # After the backup of the end of epoch 2 (index 1).
+        callbacks, backup = build_callbacks(**kwargs)
+        return callbacks + [InterruptAfterEpoch(1)], backup
 
     monkeypatch.setattr(trainer, "build_callbacks", callbacks_with_interrupt)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, verbose=0)
     run_dir = tmp_path / "exported" / "resumed"
-    assert os.path.isfile(run_dir / "backup" / "training_metadata.json")
+    assert os.path.isfile(run_dir / "backup" / "state.json")
     assert not os.path.exists(run_dir / "model.keras")
 
     monkeypatch.setattr(trainer, "build_callbacks", build_callbacks)
@@ -53,3 +56,40 @@ def test_interrupted_run_resumes(small_data, tmp_path, monkeypatch):
     assert result.epochs_run == 1
     assert os.path.isfile(run_dir / "model.keras")
     assert not os.path.exists(run_dir / "backup")
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_backup(
+    small_data, tmp_path, monkeypatch, capsys
+):
+    """A loss that turns NaN at step 5 stops the run there, exit code 3."""
+    from conftest import assert_one_line_error
+    from fnn_keras import train as train_cli
+    from fnn_keras.training import train_model
+
+    per_example = train_model.TrainingModel._loss_sum
+
+    def nan_from_step_5(self, y, probabilities, sample_weight):
+        loss = per_example(self, y, probabilities, sample_weight)
+        # `iterations` counts finished steps: 4 during the fifth.
+        broken = self.optimizer.iterations >= 4
+        return tf.where(broken, tf.constant(float("nan")), loss)
+
+    monkeypatch.setattr(train_model.TrainingModel, "_loss_sum", nan_from_step_5)
+    train, dev = small_data
+    argv = [
+        "--backbone", "tiny", "--train", train, "--dev", dev, "--batch-size", "4",
+        "--epochs", "3", "--backup-every-steps", "2", "--no-export", "--quiet",
+        "--run-name", "nan", "--log-dir", str(tmp_path / "logs"),
+        "--export-dir", str(tmp_path / "exported"),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.main(argv)
+    assert stopped.value.code == train_cli.EXIT_NON_FINITE_LOSS == 3
+    # 10 examples in batches of 4: step 5 is batch 2 of 3 in epoch 2.
+    assert_one_line_error(
+        capsys.readouterr().err,
+        "loss became nan at step 5 (epoch 2, batch 2 of 3)",
+        "backup of step 4",
+    )
+    state = json.loads((tmp_path / "exported" / "nan" / "backup" / "state.json").read_text())
+    assert state["global_step"] == 4

@@ -1,0 +1,157 @@
+"""The model that `fit` trains: exact losses on any number of replicas."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import tensorflow as tf
+from keras.src.trainers import data_adapters
+
+from fnn_keras.training.strategy import is_multi_worker
+
+
+class TrainingModel(keras.Model):
+    """Wrap a classifier for `fit` under any `tf.distribute` strategy.
+
+    The wrapped model is what gets saved and exported; this wrapper only
+    changes how a step computes its loss, gradients and logs:
+
+    - The loss of a step is the mean over the global batch. Each replica sums
+      its examples' losses and divides by the example count of all replicas,
+      so a final batch split unevenly (or leaving a replica empty) weighs
+      every example the same, and 1 or N replicas give the same gradients.
+      Keras's default divides each replica's mean by the replica count, which
+      is exact only for even splits.
+    - With `jit_compile=True` the forward and backward pass of each replica
+      is compiled with XLA. Keras's own `jit_compile` compiles the whole
+      multi-replica step on one device, which fails under `MirroredStrategy`
+      with 2+ devices ("Trying to access resource ... located in device
+      CPU:1"), and its `"auto"` setting turns XLA off under `tf.distribute`.
+    - Two small workarounds let `fit` run under
+      `MultiWorkerMirroredStrategy` (Keras 3.15); see `_maybe_symbolic_build`
+      and `_logs_for_reduction`.
+
+    Args:
+        model: The classifier, built under the same strategy scope.
+        loss: A Keras loss with `reduction=None`, applied per example.
+        jit_compile: Compile each replica's forward and backward pass with
+            XLA.
+
+    Example:
+
+    ```python
+    with strategy.scope():
+        classifier = build_classifier(backbone, num_labels=2)
+        model = TrainingModel(
+            classifier, keras.losses.SparseCategoricalCrossentropy(reduction=None)
+        )
+        model.compile(optimizer, metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    model.fit(dataset)
+    ```
+    """
+
+    def __init__(self, model: keras.Model, loss: keras.losses.Loss, jit_compile=False, **kwargs):
+        super().__init__(name=kwargs.pop("name", "training_model"), **kwargs)
+        if loss.reduction is not None:
+            raise ValueError(
+                f"`loss` must have reduction=None. Received: reduction={loss.reduction!r}."
+            )
+        self.classifier = model
+        self.per_example_loss = loss
+        self.replica_jit_compile = bool(jit_compile)
+        self._sums = tf.function(self._loss_sum_and_gradients, jit_compile=jit_compile)
+        self._eval_sums = tf.function(self._loss_sum_and_outputs, jit_compile=jit_compile)
+
+        # The functional classifier is built already, and so is this wrapper.
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return self.classifier(inputs, training=training)
+
+    # === Steps ===
+
+    def _loss_sum(self, y, probabilities, sample_weight):
+        losses = self.per_example_loss(y, probabilities)
+        if sample_weight is not None:
+            losses = losses * tf.cast(sample_weight, losses.dtype)
+        return tf.reduce_sum(losses)
+
+    def _loss_sum_and_gradients(self, x, y, sample_weight):
+        with tf.GradientTape() as tape:
+            probabilities = self(x, training=True)
+            loss_sum = self._loss_sum(y, probabilities, sample_weight)
+            for extra in self.losses:
+                loss_sum += tf.cast(extra, loss_sum.dtype) * _batch_size(x, loss_sum.dtype)
+            # Loss scaling for float16 mixed precision; identity otherwise.
+            scaled = self.optimizer.scale_loss(loss_sum)
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        return loss_sum, probabilities, gradients
+
+    def _loss_sum_and_outputs(self, x, y, sample_weight):
+        probabilities = self(x, training=False)
+        return self._loss_sum(y, probabilities, sample_weight), probabilities
+
+    def train_step(self, data):
+        x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(data)
+        if not self.trainable_variables:
+            warnings.warn(
+                "The model has no trainable weights; fit only computes the loss.", stacklevel=2
+            )
+            loss_sum, probabilities = self._eval_sums(x, y, sample_weight)
+            gradients = []
+        else:
+            loss_sum, probabilities, gradients = self._sums(x, y, sample_weight)
+        count = _batch_size(x, loss_sum.dtype)
+        global_count = tf.distribute.get_replica_context().all_reduce("SUM", count)
+        scale = tf.math.divide_no_nan(tf.constant(1.0, loss_sum.dtype), global_count)
+        if gradients:
+            gradients = [None if g is None else g * tf.cast(scale, g.dtype) for g in gradients]
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        return self._step_logs(x, y, probabilities, sample_weight, loss_sum, count)
+
+    def test_step(self, data):
+        x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(data)
+        loss_sum, probabilities = self._eval_sums(x, y, sample_weight)
+        count = _batch_size(x, loss_sum.dtype)
+        return self._step_logs(x, y, probabilities, sample_weight, loss_sum, count)
+
+    def _step_logs(self, x, y, probabilities, sample_weight, loss_sum, count):
+        # The tracker is a weighted mean whose sums add up over replicas, so
+        # the logged loss is the mean over every example seen.
+        self._loss_tracker.update_state(tf.math.divide_no_nan(loss_sum, count), sample_weight=count)
+        logs = self.compute_metrics(x, y, probabilities, sample_weight=sample_weight)
+        return self._logs_for_reduction(logs)
+
+    # === MultiWorkerMirroredStrategy workarounds (Keras 3.15) ===
+
+    def _logs_for_reduction(self, logs):
+        # Keras reduces step logs with `strategy.reduce("MEAN", value,
+        # axis=0)` under MultiWorkerMirroredStrategy, which fails on scalars
+        # ("Invalid reduction dimension 0 for input with 0 dimensions"). The
+        # values already agree across replicas, so shape [1] averages to the
+        # same scalar.
+        if not is_multi_worker(self.distribute_strategy):
+            return logs
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras averages the first distributed batch over replicas with
+        # `strategy.reduce`, which under MultiWorkerMirroredStrategy fails
+        # with "Attempt to convert a value (PerReplica...)". Building needs
+        # only shapes and dtypes, so this replica's own batch does.
+        strategy = self.distribute_strategy
+        if iterator is not None and is_multi_worker(strategy):
+            for _, _, batches in iterator:
+                batch = next(batches)
+                data_batch = tf.nest.map_structure(
+                    lambda value: strategy.experimental_local_results(value)[0], batch
+                )
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def _batch_size(x, dtype):
+    first = tf.nest.flatten(x)[0]
+    return tf.cast(tf.shape(first)[0], dtype)

@@ -1,0 +1,147 @@
+"""`TrainingModel` on 1 and 2 replicas: same weights, exact losses, order kept."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fnn_keras.backbones import TINY_CONFIG, ExactGeluBertBackbone, tiny_vocabulary
+from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
+from fnn_keras.models.classifier import build_classifier
+from fnn_keras.training.optimization import build_optimizer
+from fnn_keras.training.precision import float32_copy
+from fnn_keras.training.train_model import TrainingModel
+
+TEXTS = [
+    "a good film",
+    "great fun and i love it",
+    "the worst service",
+    "boring",
+    "really fine food",
+    "i hate this phone",
+    "not good at all",
+    "the best book",
+    "awful",
+]
+LABELS = [1, 1, 0, 0, 1, 0, 0, 1, 0]
+
+
+def build_model(strategy, feedback_steps=2, learning_rate=1e-3, total_steps=100):
+    """A tiny classifier without dropout, so replicas draw no random masks."""
+    with strategy.scope():
+        keras.utils.set_random_seed(3)
+        backbone = ExactGeluBertBackbone(
+            vocabulary_size=len(tiny_vocabulary()), dropout=0.0, **TINY_CONFIG
+        )
+        classifier = build_classifier(
+            backbone,
+            num_labels=2,
+            feedback_units=8,
+            feedback_steps=feedback_steps,
+            feedback_dropout=0.0,
+            dropout=0.0,
+        )
+        model = TrainingModel(
+            classifier, keras.losses.SparseCategoricalCrossentropy(reduction=None)
+        )
+        model.compile(
+            build_optimizer(learning_rate, total_steps, warmup_ratio=0.1),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    return model
+
+
+def training_data(tiny_bundle, epochs, batch_size=4):
+    preprocessor = build_preprocessor(tiny_bundle.tokenizer, 16)
+    data = make_training_dataset(TEXTS, LABELS, preprocessor, batch_size, 0, 0, epochs)
+    return data, math.ceil(len(TEXTS) / batch_size)
+
+
+def test_two_replicas_match_one_replica(strategies, tiny_bundle):
+    # 9 examples in batches of 4: the last batch has 1 example, so one of
+    # the two replicas gets none.
+    weights = {}
+    for count in (1, 2):
+        model = build_model(strategies[count])
+        data, steps = training_data(tiny_bundle, epochs=3)
+        model.fit(data, epochs=3, steps_per_epoch=steps, verbose=0, shuffle=False)
+        weights[count] = model.classifier.get_weights()
+    assert len(weights[1]) == len(weights[2])
+    for one, two in zip(weights[1], weights[2], strict=True):
+        np.testing.assert_allclose(one, two, atol=1e-5)
+    # Training moved the weights: the comparison is not of two fresh models.
+    fresh = build_model(strategies[1]).classifier.get_weights()
+    assert max(np.max(np.abs(a - b)) for a, b in zip(fresh, weights[1], strict=True)) > 1e-3
+
+
+def test_two_replica_evaluate_and_predict_exact(strategies, tiny_bundle):
+    model = build_model(strategies[2])
+    preprocessor = build_preprocessor(tiny_bundle.tokenizer, 16)
+    data = make_dataset(TEXTS, LABELS, preprocessor, batch_size=4)
+    loss = model.evaluate(data, verbose=0, return_dict=True)["loss"]
+
+    probabilities = model.predict(make_dataset(TEXTS, None, preprocessor, 4), verbose=0)
+    assert probabilities.shape == (len(TEXTS), 2)
+    expected = -np.mean(np.log(probabilities[np.arange(len(TEXTS)), LABELS]))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+    # Input order: each row matches the same text run alone, off the strategy.
+    single = float32_copy(model.classifier)
+    for index in (0, len(TEXTS) - 1):
+        alone = single.predict(make_dataset([TEXTS[index]], None, preprocessor, 1), verbose=0)
+        np.testing.assert_allclose(alone[0], probabilities[index], atol=1e-5)
+
+
+class LossRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+def test_150_steps_on_two_replicas_stay_finite(strategies, tiny_bundle):
+    epochs = 50  # 3 steps per epoch: 150 steps.
+    final = {}
+    for count in (1, 2):
+        model = build_model(strategies[count], feedback_steps=3, total_steps=150)
+        data, steps = training_data(tiny_bundle, epochs=epochs)
+        recorder = LossRecorder()
+        history = model.fit(
+            data,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            verbose=0,
+            shuffle=False,
+            callbacks=[recorder],
+        )
+        assert len(recorder.losses) == 150
+        assert all(math.isfinite(loss) for loss in recorder.losses)
+        final[count] = history.history["loss"][-1]
+    # The loss must have fallen, or matching runs would prove little.
+    assert final[1] < 0.5
+    assert final[2] == pytest.approx(final[1], rel=0.02)
+
+
+def test_identity_model_mse_is_exactly_one(strategies):
+    with strategies[2].scope():
+        inputs = keras.Input((3,))
+        model = TrainingModel(
+            keras.Model(inputs, inputs), keras.losses.MeanSquaredError(reduction=None)
+        )
+        model.compile(keras.optimizers.AdamW(1e-3))
+    # 5 rows in batches of 4: the last batch leaves one replica empty.
+    data = tf.data.Dataset.from_tensor_slices((np.ones((5, 3)), np.zeros((5, 3)))).batch(4)
+    with pytest.warns(UserWarning, match="no trainable weights"):
+        history = model.fit(data, epochs=2, verbose=0)
+    assert history.history["loss"] == [1.0, 1.0]
+    assert model.evaluate(data, verbose=0) == 1.0
+
+
+def test_loss_needs_per_example_reduction():
+    inputs = keras.Input((3,))
+    with pytest.raises(ValueError, match="reduction=None"):
+        TrainingModel(keras.Model(inputs, inputs), keras.losses.MeanSquaredError())
