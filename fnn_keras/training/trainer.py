@@ -33,7 +33,13 @@ from fnn_keras.models.classifier import build_classifier
 from fnn_keras.training.callbacks import NonFiniteLossError, build_callbacks, read_backup
 from fnn_keras.training.optimization import build_optimizer
 from fnn_keras.training.precision import float32_copy, precision_policy
-from fnn_keras.training.strategy import StrategyError, build_strategy, is_chief, split_cpu
+from fnn_keras.training.strategy import (
+    StrategyError,
+    build_strategy,
+    is_chief,
+    is_multi_worker,
+    split_cpu,
+)
 from fnn_keras.training.train_model import TrainingModel
 
 logger = logging.getLogger(__name__)
@@ -273,6 +279,23 @@ def train(
             shutil.rmtree(worker_dir, ignore_errors=True)
 
 
+def _check_workers_agree(strategy, step: int, backup_dir: str) -> None:
+    """Stop every worker unless all of them resume from the same step.
+
+    A worker that cannot see the chief's backup would start from step 0
+    while the others resume, and the cluster would hang at its first
+    all-reduce.
+    """
+    local = tf.constant([step], tf.int64)
+    steps = strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0).numpy()
+    if steps.min() != steps.max():
+        raise ConfigError(
+            f"workers disagree on where to resume: backup step {step} here, between "
+            f"{steps.min()} and {steps.max()} across the cluster. Put --export-dir on storage "
+            f"that every worker reads, or delete {backup_dir} on every worker to start over."
+        )
+
+
 def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels):
     training = config.training
     batch_size = training.batch_size
@@ -282,6 +305,8 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         state = read_backup(paths.backup)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if is_multi_worker(strategy):
+        _check_workers_agree(strategy, state.global_step if state else 0, paths.backup)
     replicas = strategy.num_replicas_in_sync
     logger.info(
         "Global batch %d over %d replica(s): about %d examples per replica per step",

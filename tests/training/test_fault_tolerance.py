@@ -207,6 +207,36 @@ def test_two_workers_agree_and_only_chief_writes(tmp_path):
     assert os.listdir(tmp_path / "tmp1") == []
 
 
+def test_workers_with_different_backups_stop(tmp_path, small_data):
+    """A worker that cannot see the chief's backup must not hang the cluster."""
+    train, dev = small_data
+    directories = [tmp_path / "chief", tmp_path / "worker"]
+    backup = directories[0] / "exported" / "cluster" / "backup"
+    backup.mkdir(parents=True)
+    directories[1].mkdir()
+    (backup / "step-000000002.weights.h5").write_bytes(b"")
+    state = {
+        "global_step": 2,
+        "steps_per_epoch": 3,
+        "weights": "step-000000002.weights.h5",
+        "seed_states": [],
+        "early_stopping": {"wait": 0, "best": None, "best_epoch": 0, "stopped_epoch": 0},
+        "best_value": None,
+    }
+    (backup / "state.json").write_text(json.dumps(state))
+    command = [
+        sys.executable, "-m", "fnn_keras.train", "--backbone", "tiny", "--train", train,
+        "--dev", dev, "--batch-size", "4", "--run-name", "cluster", "--quiet", "--no-export",
+    ]  # fmt: skip
+    processes = start_workers(command, tmp_path, lambda index: directories[index])
+    outputs = finish(processes)
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 2, err[-3000:]
+        assert "Traceback" not in err
+        assert "error: workers disagree on where to resume" in err
+        assert "between 0 and 2 across the cluster" in err
+
+
 # Plain Keras 3.15 `fit` under MultiWorkerMirroredStrategy, without the
 # workarounds in `TrainingModel`.
 PLAIN_KERAS_WORKER = textwrap.dedent(
