@@ -30,6 +30,9 @@ class DataConfig:
             `None` keeps all.
         sequence_length: Maximum number of tokens per text, `[CLS]` and
             `[SEP]` included. Longer texts are truncated and counted.
+        bucket_by_length: Batch training texts of similar length together,
+            so batches carry less padding. Every text is still seen once
+            per epoch.
     """
 
     train: str | None = None
@@ -38,6 +41,7 @@ class DataConfig:
     label_column: str = "label"
     max_train_examples: int | None = None
     sequence_length: int = 128
+    bucket_by_length: bool = False
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ FLAG_FIELDS = {
     "label_column": "data.label_column",
     "max_train_examples": "data.max_train_examples",
     "sequence_length": "data.sequence_length",
+    "bucket_by_length": "data.bucket_by_length",
     "backbone": "model.backbone",
     "feedback_units": "model.feedback_units",
     "feedback_steps": "model.feedback_steps",
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--label-column", help="Column or JSON key of the label. Default: label.")
     data.add_argument("--max-train-examples", type=int, help="Use only the first N training rows.")
     data.add_argument("--sequence-length", type=int, help="Maximum tokens per text. Default: 128.")
+    data.add_argument(
+        "--bucket-by-length",
+        action=argparse.BooleanOptionalAction,
+        help="Batch training texts of similar length together (less padding). Default: off.",
+    )
     model = parser.add_argument_group("model")
     model.add_argument(
         "--backbone",

@@ -128,6 +128,46 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, pool_batches: int = 64
+) -> list[np.ndarray]:
+    """Split one epoch into batches of texts of similar length.
+
+    The epoch's `epoch_order` is cut into pools of `pool_batches` batches;
+    each pool is sorted by token length and cut into batches, and the
+    batches are then shuffled. Every example is in exactly one batch, and
+    only the epoch's last pool can leave a smaller batch, so an epoch still
+    has `ceil(len(lengths) / batch_size)` batches. Padding each batch to
+    its longest text then wastes little compute.
+
+    Args:
+        lengths: Token count of each example.
+        batch_size: Global batch size.
+        seed: Seed of the epoch orders.
+        epoch: The epoch (0-based).
+        pool_batches: Batches per sorted pool: larger pools pad less and
+            mix less.
+
+    Returns:
+        The epoch's batches, as arrays of example indices.
+
+    Example:
+
+    ```python
+    batches = bucketed_batches(np.array([5, 40, 6, 38]), 2, seed=0, epoch=0)
+    ```
+    """
+    order = epoch_order(len(lengths), seed, epoch)
+    pool_size = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool_size):
+        pool = order[start : start + pool_size]
+        pool = pool[np.argsort(lengths[pool], kind="stable")]
+        batches.extend(pool[i : i + batch_size] for i in range(0, len(pool), batch_size))
+    shuffled = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+    return [batches[i] for i in shuffled]
+
+
 def make_training_dataset(
     texts: list[str],
     label_ids: list[int],
@@ -137,13 +177,16 @@ def make_training_dataset(
     first_epoch: int,
     end_epoch: int,
     skip_batches: int = 0,
+    lengths: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Build the training batches of epochs `first_epoch` to `end_epoch - 1`.
 
     Each epoch visits every example once, in `epoch_order`, and its last
     batch keeps the remainder, so an epoch has `ceil(len(texts) /
-    batch_size)` batches. `skip_batches` drops that many batches from the
-    start of `first_epoch`: the ones a resumed run has already trained on.
+    batch_size)` batches. With `lengths`, batches group texts of similar
+    length instead (`bucketed_batches`), with the same count. `skip_batches`
+    drops that many batches from the start of `first_epoch`: the ones a
+    resumed run has already trained on.
 
     Args:
         texts: The training texts.
@@ -154,6 +197,8 @@ def make_training_dataset(
         first_epoch: First epoch (0-based) to produce.
         end_epoch: One past the last epoch to produce.
         skip_batches: Batches of `first_epoch` to leave out.
+        lengths: Token count of each text, to batch by length; `None`
+            batches in epoch order.
 
     Returns:
         A finite `tf.data.Dataset` of `(features, label_ids)` batches; pass
@@ -166,16 +211,20 @@ def make_training_dataset(
     model.fit(dataset, epochs=5, steps_per_epoch=math.ceil(len(texts) / 32))
     ```
     """
-    orders = np.stack(
-        [epoch_order(len(texts), seed, epoch) for epoch in range(first_epoch, end_epoch)]
-    )
+    batches = []
+    for epoch in range(first_epoch, end_epoch):
+        if lengths is None:
+            order = epoch_order(len(texts), seed, epoch)
+            batches.extend(order[i : i + batch_size] for i in range(0, len(order), batch_size))
+        else:
+            batches.extend(bucketed_batches(np.asarray(lengths), batch_size, seed, epoch))
+    batches = batches[skip_batches:]
     text_table = tf.constant(texts, tf.string)
     label_table = tf.constant(label_ids, tf.int32)
-    dataset = tf.data.Dataset.from_tensor_slices(orders.astype(np.int64))
-    dataset = dataset.flat_map(
-        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    indices = tf.RaggedTensor.from_row_lengths(
+        np.concatenate(batches).astype(np.int64), [len(batch) for batch in batches]
     )
-    dataset = dataset.skip(skip_batches)
+    dataset = tf.data.Dataset.from_tensor_slices(indices)
 
     def tokenize(indices):
         features = trim_batch(preprocessor(tf.gather(text_table, indices)))

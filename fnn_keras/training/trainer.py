@@ -22,7 +22,7 @@ from fnn_keras.config import Config, ConfigError, save_config
 from fnn_keras.data.labels import LabelVocabulary
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
 from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
-from fnn_keras.data.summary import log_summary, summarize_split
+from fnn_keras.data.summary import log_summary, summarize_split, token_lengths
 from fnn_keras.evaluation.metrics import classification_metrics
 from fnn_keras.evaluation.report import write_report
 from fnn_keras.export.exporter import export_run
@@ -380,6 +380,9 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     with open(own.data_summary, "w", encoding="utf-8") as file:
         json.dump(summary, file, ensure_ascii=False, indent=2)
     train_label_ids = labels.encode(train_examples.labels)
+    train_lengths = None
+    if config.data.bucket_by_length:
+        train_lengths = token_lengths(bundle.tokenizer, train_examples.texts)
     dev_label_ids = labels.encode(dev_examples.labels)
     dev_data = make_dataset(dev_examples.texts, dev_label_ids, preprocessor, batch_size)
 
@@ -415,6 +418,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
                 first_epoch=first,
                 end_epoch=end,
                 skip_batches=skip,
+                lengths=train_lengths,
             )
             history = model.fit(
                 data,

@@ -185,6 +185,7 @@ def test_two_workers_agree_and_only_chief_writes(tmp_path):
         sys.executable, "-m", "fnn_keras.train", "--backbone", "tiny",
         "--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"),
         "--epochs", "2", "--batch-size", "4", "--run-name", "cluster", "--quiet",
+        "--bucket-by-length",
     ]  # fmt: skip
     processes = start_workers(command, tmp_path, lambda index: directories[index])
     (chief_out, chief_err), (worker_out, worker_err) = finish(processes)
@@ -277,7 +278,10 @@ def test_plain_keras_still_fails_under_multi_worker(tmp_path):
 
 def test_bfloat16_and_xla_runs_export_with_parity(small_data, tmp_path):
     train, dev = small_data
-    runs = {"bfloat16": ["--mixed-precision", "bfloat16"], "xla": ["--jit-compile", "on"]}
+    runs = {
+        "bfloat16": ["--mixed-precision", "bfloat16", "--bucket-by-length"],
+        "xla": ["--jit-compile", "on"],
+    }
     # Both runs at once: most of their time is export, on one core each.
     processes = {
         name: subprocess.Popen(
