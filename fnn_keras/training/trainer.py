@@ -194,7 +194,7 @@ def train(
     `batch_size` is the global batch: each of N replicas takes an equal
     share of it (the final batch of an epoch splits as evenly as it can),
     and the loss is the mean over the whole batch, so the learning rate
-    needs no change with N. When the run directory holds a backup of an
+    needs no change with N. When the run directory contains a backup of an
     interrupted run with the same name, training resumes at its step. In a
     multi-worker cluster only the chief writes; other workers train in
     temporary directories that they remove.
