@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     distribution.add_argument(
         "--jit-compile",
         choices=["auto", "on", "off"],
-        help="XLA for each replica's step. auto: on with GPUs, off on the CPU. Default: auto.",
+        help="XLA for each replica's step. auto: on with GPUs, off on the CPU and with "
+        "--deterministic. Default: auto.",
     )
     output = parser.add_argument_group("output")
     output.add_argument("--run-name", help="Name of the run. Default: run-<date>-<time>.")

@@ -168,6 +168,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def __init__(self, total_epochs: int, **kwargs):
         super().__init__(**kwargs)
         self.total_epochs = total_epochs
+        # Keras sets these in `on_train_begin`; a backup may read them earlier.
+        self.wait, self.best, self.best_epoch, self.stopped_epoch = 0, None, 0, 0
         self._epochs_done = 0
         self._carried = None
 
@@ -215,6 +217,8 @@ class BackupState:
         seed_states: Values of the model's random seed generators.
         early_stopping: `ResumableEarlyStopping.get_state()`.
         best_value: Best monitored value the best checkpoint holds.
+        settings: The run settings that a resumed run must share, as
+            `{"section.key": value}`.
     """
 
     global_step: int
@@ -223,6 +227,7 @@ class BackupState:
     seed_states: list
     early_stopping: dict
     best_value: float | None
+    settings: dict
 
     @property
     def epoch(self) -> int:
@@ -255,6 +260,11 @@ def read_backup(backup_dir: str) -> BackupState | None:
     """
     path = os.path.join(backup_dir, STATE_FILE)
     if not os.path.exists(path):
+        if os.path.isdir(backup_dir) and os.listdir(backup_dir):
+            raise ValueError(
+                f"{backup_dir} contains files but no {STATE_FILE}, so it cannot be resumed; "
+                "delete it to train from the start."
+            )
         return None
     try:
         with open(path, encoding="utf-8") as file:
@@ -271,6 +281,17 @@ def read_backup(backup_dir: str) -> BackupState | None:
     return state
 
 
+def _load_weights(model: keras.Model, path: str, backup_dir: str) -> None:
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"cannot load {path} into this model ({reason}); rerun with the settings "
+            f"the run started with, or delete {backup_dir} to train from the start."
+        ) from None
+
+
 def _seed_variables(model: keras.Model) -> list:
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
@@ -278,7 +299,7 @@ def _seed_variables(model: keras.Model) -> list:
 class TrainingBackup(keras.callbacks.Callback):
     """Save the training state every N steps and at each epoch end.
 
-    A backup holds the weights with the optimizer state (one `.weights.h5`
+    A backup contains the weights with the optimizer state (one `.weights.h5`
     file), the random seed generators, the early-stopping counters and the
     best checkpoint's value. The JSON state file is replaced atomically
     after its weights file is complete, so a kill at any moment leaves the
@@ -312,8 +333,10 @@ class TrainingBackup(keras.callbacks.Callback):
         every_steps: int,
         early_stopping: ResumableEarlyStopping,
         checkpoint: keras.callbacks.ModelCheckpoint,
+        settings: dict | None = None,
     ):
         super().__init__()
+        self.settings = dict(settings or {})
         self.backup_dir = backup_dir
         self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
@@ -332,9 +355,9 @@ class TrainingBackup(keras.callbacks.Callback):
             model.optimizer.build(model.trainable_variables)
         best_weights = None
         if self.early_stopping.restore_best_weights and os.path.exists(self.checkpoint.filepath):
-            model.load_weights(self.checkpoint.filepath)
+            _load_weights(model, self.checkpoint.filepath, self.backup_dir)
             best_weights = model.get_weights()
-        model.load_weights(os.path.join(self.backup_dir, state.weights))
+        _load_weights(model, os.path.join(self.backup_dir, state.weights), self.backup_dir)
         for variable, value in zip(_seed_variables(model), state.seed_states, strict=True):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         self.early_stopping.set_state(state.early_stopping, best_weights)
@@ -357,7 +380,20 @@ class TrainingBackup(keras.callbacks.Callback):
         self.save(int(ops.convert_to_numpy(self.model.optimizer.iterations)))
 
     def save(self, step: int) -> None:
-        """Write the backup of optimizer step `step`."""
+        """Write the backup of optimizer step `step`.
+
+        Raises:
+            NonFiniteLossError: A weight is NaN or infinite, which a step
+                can cause while its own loss is still finite. The previous
+                backup stays.
+        """
+        for variable in self.model.trainable_variables:
+            if not np.all(np.isfinite(ops.convert_to_numpy(variable))):
+                raise NonFiniteLossError(
+                    f"weights became NaN or infinite at step {step} "
+                    f"({variable.path}), though the loss was finite",
+                    step,
+                )
         os.makedirs(self.backup_dir, exist_ok=True)
         weights = f"step-{step:09d}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, weights), overwrite=True)
@@ -369,6 +405,7 @@ class TrainingBackup(keras.callbacks.Callback):
             seed_states=[ops.convert_to_numpy(v).tolist() for v in _seed_variables(self.model)],
             early_stopping=self.early_stopping.get_state(),
             best_value=None if best is None or not math.isfinite(best) else float(best),
+            settings=self.settings,
         )
         path = os.path.join(self.backup_dir, STATE_FILE)
         with open(path + ".tmp", "w", encoding="utf-8") as file:
@@ -391,6 +428,7 @@ def build_callbacks(
     epochs: int,
     backup_every_steps: int,
     monitor: str = "val_accuracy",
+    settings: dict | None = None,
 ) -> tuple[list[keras.callbacks.Callback], TrainingBackup]:
     """Build the callbacks that every training run uses.
 
@@ -407,6 +445,8 @@ def build_callbacks(
         backup_every_steps: Back up every N optimizer steps, besides every
             epoch end.
         monitor: The dev metric to maximise.
+        settings: Run settings stored in each backup, which a resumed run
+            must share.
 
     Returns:
         The callbacks, in the order `fit` must call them, and the backup
@@ -436,7 +476,7 @@ def build_callbacks(
         restore_best_weights=True,
     )
     backup = TrainingBackup(
-        backup_dir, steps_per_epoch, backup_every_steps, early_stopping, checkpoint
+        backup_dir, steps_per_epoch, backup_every_steps, early_stopping, checkpoint, settings
     )
     callbacks = [
         StopOnNonFiniteLoss(steps_per_epoch),

@@ -25,10 +25,10 @@ def cluster_from_tf_config(tf_config: str | None) -> dict | None:
 
     Returns:
         The cluster, such as `{"worker": ["host1:2222", "host2:2222"]}`, or
-        `None` when `tf_config` is empty or names no cluster.
+        `None` when `tf_config` is `None` or names no cluster.
 
     Raises:
-        StrategyError: `tf_config` is not a JSON object.
+        StrategyError: `tf_config` is empty or not a JSON object.
 
     Example:
 
@@ -36,8 +36,15 @@ def cluster_from_tf_config(tf_config: str | None) -> dict | None:
     cluster_from_tf_config('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {}}')
     ```
     """
-    if not tf_config:
+    parsed = _parse_tf_config(tf_config)
+    return None if parsed is None else parsed.get("cluster") or None
+
+
+def _parse_tf_config(tf_config: str | None) -> dict | None:
+    if tf_config is None:
         return None
+    if not tf_config.strip():
+        raise StrategyError("TF_CONFIG is set but empty; unset it or give the cluster and task.")
     try:
         parsed = json.loads(tf_config)
     except json.JSONDecodeError as error:
@@ -47,7 +54,31 @@ def cluster_from_tf_config(tf_config: str | None) -> dict | None:
         ) from None
     if not isinstance(parsed, dict):
         raise StrategyError("TF_CONFIG must be a JSON object with 'cluster' and 'task'.")
-    return parsed.get("cluster") or None
+    return parsed
+
+
+def _check_cluster(tf_config: str) -> None:
+    """Raise `StrategyError` unless `TF_CONFIG` names a cluster and a task in it."""
+    parsed = _parse_tf_config(tf_config)
+    cluster, task = parsed.get("cluster"), parsed.get("task")
+    if not isinstance(cluster, dict) or not all(
+        isinstance(hosts, list) and hosts for hosts in cluster.values()
+    ):
+        raise StrategyError(
+            'TF_CONFIG "cluster" must map each task type to a list of "host:port" '
+            f"addresses. Received: {cluster!r}."
+        )
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise StrategyError(
+            f'TF_CONFIG "task" must name a type from the cluster ({", ".join(cluster)}) '
+            f'and an index, such as {{"type": "worker", "index": 0}}. Received: {task!r}.'
+        )
+    index, hosts = task.get("index"), cluster[task["type"]]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(hosts):
+        raise StrategyError(
+            f"TF_CONFIG task index must be 0 to {len(hosts) - 1} for the {len(hosts)} "
+            f'"{task["type"]}" address(es). Received: {index!r}.'
+        )
 
 
 def resolve_strategy_kind(kind: str, tf_config: str | None) -> str:
@@ -122,6 +153,7 @@ def build_strategy(
                 'worker\'s task, e.g. {"cluster": {"worker": ["host1:12345", '
                 '"host2:12345"]}, "task": {"type": "worker", "index": 0}}.'
             )
+        _check_cluster(tf_config)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         resolver = strategy.cluster_resolver
         logger.info(
@@ -132,6 +164,10 @@ def build_strategy(
             json.dumps(cluster),
         )
         return strategy
+    if cluster_from_tf_config(tf_config):
+        logger.warning(
+            "TF_CONFIG names a cluster, but --strategy %s trains on this machine only.", kind
+        )
     # Listing logical devices starts the runtime, which the multi-worker
     # strategy must configure first.
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]

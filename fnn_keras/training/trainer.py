@@ -279,20 +279,71 @@ def train(
             shutil.rmtree(worker_dir, ignore_errors=True)
 
 
+# Settings a resumed run may change. The learning rate is among them, so a
+# run stopped by a NaN loss can go on at a lower rate. The others alter
+# neither the data order nor the result beyond float rounding.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "training.learning_rate",
+        "training.backup_every_steps",
+        "training.log_every_steps",
+        "training.strategy",
+        "training.cpu_devices",
+        "training.jit_compile",
+        "training.mixed_precision",
+        "training.deterministic",
+    }
+)
+
+
+def resume_settings(config: Config) -> dict:
+    """Return the `section.key` settings that a resumed run must keep."""
+    values = config.to_dict()
+    return {
+        f"{section}.{key}": value
+        for section in ("data", "model", "training")
+        for key, value in values[section].items()
+        if f"{section}.{key}" not in RESUMABLE_CHANGES
+    }
+
+
+def _check_resumable(state, settings: dict, total_steps: int, backup_dir: str) -> None:
+    """Raise `ConfigError` unless this run can continue from `state`."""
+    changed = [
+        f"{key}={state.settings.get(key)!r} (now {value!r})"
+        for key, value in settings.items()
+        if state.settings.get(key) != value
+    ]
+    if changed:
+        raise ConfigError(
+            f"the backup in {backup_dir} was written with other settings: "
+            f"{', '.join(changed)}. Rerun with the settings the run started with, or "
+            "delete the backup to train from the start."
+        )
+    if state.global_step > total_steps:
+        raise ConfigError(
+            f"the backup in {backup_dir} is at step {state.global_step}, past the "
+            f"{total_steps} steps this run has in all; rerun with the settings the run "
+            "started with, or delete the backup to train from the start."
+        )
+
+
 def _check_workers_agree(strategy, step: int, backup_dir: str) -> None:
     """Stop every worker unless all of them resume from the same step.
 
     A worker that cannot see the chief's backup would start from step 0
     while the others resume, and the cluster would hang at its first
-    all-reduce.
+    all-reduce. `step` is -1 for a backup this worker cannot use.
     """
     local = tf.constant([step], tf.int64)
     steps = strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0).numpy()
     if steps.min() != steps.max():
+        here = "an unusable backup" if step < 0 else f"backup step {step}"
         raise ConfigError(
-            f"workers disagree on where to resume: backup step {step} here, between "
-            f"{steps.min()} and {steps.max()} across the cluster. Put --export-dir on storage "
-            f"that every worker reads, or delete {backup_dir} on every worker to start over."
+            f"workers disagree on where to resume: {here} here, steps "
+            f"{sorted(set(steps.tolist()))} across the cluster (-1: unusable backup). Put "
+            f"--export-dir on storage that every worker reads, or delete {backup_dir} on every "
+            "worker to start over."
         )
 
 
@@ -301,12 +352,23 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     batch_size = training.batch_size
     steps_per_epoch = math.ceil(len(train_examples) / batch_size)
     total_steps = steps_per_epoch * training.epochs
+    settings = resume_settings(config)
+    problem = None
     try:
         state = read_backup(paths.backup)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+        if state is not None:
+            _check_resumable(state, settings, total_steps, paths.backup)
+    except (ValueError, ConfigError) as error:
+        state, problem = None, str(error)
     if is_multi_worker(strategy):
-        _check_workers_agree(strategy, state.global_step if state else 0, paths.backup)
+        # Every worker takes part before any of them stops, or the others
+        # would wait for it at their first all-reduce.
+        step = state.global_step if state else 0
+        if problem:
+            step = -1
+        _check_workers_agree(strategy, step, paths.backup)
+    if problem:
+        raise ConfigError(problem)
     replicas = strategy.num_replicas_in_sync
     logger.info(
         "Global batch %d over %d replica(s): about %d examples per replica per step",
@@ -396,6 +458,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         steps_per_epoch=steps_per_epoch,
         epochs=training.epochs,
         backup_every_steps=training.backup_every_steps,
+        settings=settings,
     )
     if state is not None:
         with strategy.scope():

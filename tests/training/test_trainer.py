@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -6,7 +7,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from fnn_keras.config import config_from_dict
+from fnn_keras.config import ConfigError, config_from_dict
 from fnn_keras.training import trainer
 
 
@@ -52,6 +53,13 @@ def test_interrupted_run_resumes(small_data, tmp_path, monkeypatch):
     assert not os.path.exists(run_dir / "model.keras")
 
     monkeypatch.setattr(trainer, "build_callbacks", build_callbacks)
+    # A rerun with other settings would not continue the same run.
+    for section, key, value in (("training", "seed", 5), ("training", "epochs", 2)):
+        changed = dataclasses.replace(
+            config, **{section: dataclasses.replace(getattr(config, section), **{key: value})}
+        )
+        with pytest.raises(ConfigError, match=f"{section}.{key}="):
+            trainer.train(changed, verbose=0)
     result = trainer.train(config, verbose=0)
     assert result.epochs_run == 1
     assert os.path.isfile(run_dir / "model.keras")
@@ -93,3 +101,29 @@ def test_non_finite_loss_stops_with_step_and_keeps_backup(
     )
     state = json.loads((tmp_path / "exported" / "nan" / "backup" / "state.json").read_text())
     assert state["global_step"] == 4
+
+
+def test_backup_refuses_non_finite_weights(tmp_path):
+    from fnn_keras.training.callbacks import (
+        NonFiniteLossError,
+        ResumableEarlyStopping,
+        TrainingBackup,
+        read_backup,
+    )
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
+    model.compile(keras.optimizers.AdamW(1e-3), "mse")
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.weights.h5"))
+    backup = TrainingBackup(
+        str(tmp_path / "backup"), 4, 1, ResumableEarlyStopping(2), checkpoint, {"a": 1}
+    )
+    backup.set_model(model)
+    backup.save(1)
+    kernel = model.get_layer("dense").kernel
+    kernel.assign(kernel.numpy() * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="weights became NaN or infinite at step 2"):
+        backup.save(2)
+    state = read_backup(str(tmp_path / "backup"))
+    assert state.global_step == 1
+    assert state.settings == {"a": 1}
