@@ -95,6 +95,14 @@ def last_logged_step(log_dir: str, prefix: str) -> int:
     return last
 
 
+def non_finite_variable(model: keras.Model):
+    """Return the first trainable variable holding a NaN or infinity, or `None`."""
+    for variable in model.trainable_variables:
+        if not np.all(np.isfinite(ops.convert_to_numpy(variable))):
+            return variable
+    return None
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite.
 
@@ -111,8 +119,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stop training at the first step whose loss is NaN or infinite.
 
     Unlike `keras.callbacks.TerminateOnNaN`, it raises `NonFiniteLossError`
-    at once, naming the step. Place it before `TrainingBackup`, so the
-    backup of the broken step is never written and the last good one stays.
+    at once, naming the step. At each epoch end it also checks the weights,
+    which a step can break while its own loss is finite. Place it first, so
+    neither the best checkpoint nor the backup is written from broken
+    weights.
 
     Args:
         steps_per_epoch: Optimizer steps per epoch, to name the epoch.
@@ -143,6 +153,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             step,
         )
 
+    def on_epoch_end(self, epoch, logs=None):
+        variable = non_finite_variable(self.model)
+        if variable is not None:
+            step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+            raise NonFiniteLossError(
+                f"weights became NaN or infinite by the end of epoch {epoch + 1} "
+                f"(step {step}, {variable.path}), though the loss was finite",
+                step,
+            )
+
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """`EarlyStopping` whose state carries over between `fit` calls.
@@ -168,7 +188,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def __init__(self, total_epochs: int, **kwargs):
         super().__init__(**kwargs)
         self.total_epochs = total_epochs
-        # Keras sets these in `on_train_begin`; a backup may read them earlier.
+        # Keras sets these in `on_train_begin`, but a backup may read them earlier.
         self.wait, self.best, self.best_epoch, self.stopped_epoch = 0, None, 0, 0
         self._epochs_done = 0
         self._carried = None
@@ -303,9 +323,9 @@ class TrainingBackup(keras.callbacks.Callback):
     file), the random seed generators, the early-stopping counters and the
     best checkpoint's value. The JSON state file is replaced atomically
     after its weights file is complete, so a kill at any moment leaves the
-    previous backup usable. `restore` brings all of it back; together with
-    a data pipeline that skips the batches already done, the rerun continues
-    at the saved step as if never stopped.
+    previous backup usable. `restore` loads all of it back. The data
+    pipeline then skips the batches already done, so the rerun continues at
+    the saved step as if never stopped.
 
     Keras's `BackupAndRestore` restarts an interrupted epoch from its first
     batch and keeps no callback state, hence this callback.
@@ -387,13 +407,13 @@ class TrainingBackup(keras.callbacks.Callback):
                 can cause while its own loss is still finite. The previous
                 backup stays.
         """
-        for variable in self.model.trainable_variables:
-            if not np.all(np.isfinite(ops.convert_to_numpy(variable))):
-                raise NonFiniteLossError(
-                    f"weights became NaN or infinite at step {step} "
-                    f"({variable.path}), though the loss was finite",
-                    step,
-                )
+        variable = non_finite_variable(self.model)
+        if variable is not None:
+            raise NonFiniteLossError(
+                f"weights became NaN or infinite at step {step} "
+                f"({variable.path}), though the loss was finite",
+                step,
+            )
         os.makedirs(self.backup_dir, exist_ok=True)
         weights = f"step-{step:09d}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, weights), overwrite=True)
