@@ -70,21 +70,18 @@ def make_dataset(
     label_ids: list[int] | None,
     preprocessor,
     batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
 ) -> tf.data.Dataset:
-    """Build a batched dataset of tokenized texts and, if given, labels.
+    """Build a batched dataset of tokenized texts and, if given, labels, in order.
 
     Batches are padded to their longest text only. The last batch keeps the
-    remainder, so every example is seen once per pass.
+    remainder, so every example is seen once per pass. Training batches come
+    from `make_training_dataset`.
 
     Args:
         texts: The texts.
         label_ids: Class ids aligned with `texts`, or `None` for inputs only.
         preprocessor: The keras-hub preprocessor from `build_preprocessor`.
         batch_size: Global batch size.
-        shuffle: Reshuffle the examples every epoch.
-        seed: Shuffle seed.
 
     Returns:
         A `tf.data.Dataset` of `features` or `(features, label_ids)`.
@@ -101,8 +98,6 @@ def make_dataset(
         dataset = tf.data.Dataset.from_tensor_slices(
             (tf.constant(texts, tf.string), tf.constant(label_ids, tf.int32))
         )
-    if shuffle:
-        dataset = dataset.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
 
     def tokenize(text, label=None):
@@ -116,7 +111,7 @@ def make_dataset(
 def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     """Return the example order of one training epoch.
 
-    The order depends only on `seed` and `epoch`, so a resumed run sees the
+    The order depends only on `seed` and `epoch`, so a resumed run gets the
     same batches as an uninterrupted one.
 
     Example:
@@ -133,12 +128,12 @@ def bucketed_batches(
 ) -> list[np.ndarray]:
     """Split one epoch into batches of texts of similar length.
 
-    The epoch's `epoch_order` is cut into pools of `pool_batches` batches;
-    each pool is sorted by token length and cut into batches, and the
-    batches are then shuffled. Every example is in exactly one batch, and
-    only the epoch's last pool can leave a smaller batch, so an epoch still
-    has `ceil(len(lengths) / batch_size)` batches. Padding each batch to
-    its longest text then wastes little compute.
+    The epoch's `epoch_order` is cut into pools of `pool_batches` batches.
+    Each pool is sorted by token length and cut into batches, and then the
+    batches are shuffled. Every example is in exactly one batch. Only the
+    epoch's last pool can leave a smaller batch, so an epoch still has
+    `ceil(len(lengths) / batch_size)` batches. Padding each batch to its
+    longest text then wastes little compute.
 
     Args:
         lengths: Token count of each example.

@@ -39,13 +39,15 @@ def token_lengths(tokenizer, texts: list[str], batch_size: int = 1024) -> np.nda
     return np.array(lengths, dtype=np.int64) + SPECIAL_TOKENS
 
 
-def summarize_split(examples, tokenizer, sequence_length: int) -> dict:
+def summarize_split(examples, tokenizer, sequence_length: int, lengths=None) -> dict:
     """Summarize one split: rows kept and skipped, labels and token lengths.
 
     Args:
         examples: `Examples` from `read_examples`.
         tokenizer: The keras-hub tokenizer of the backbone.
         sequence_length: The configured maximum tokens per text.
+        lengths: `token_lengths` of `examples.texts`, when the caller has
+            them already; `None` computes them.
 
     Returns:
         A JSON-ready dict.
@@ -56,7 +58,8 @@ def summarize_split(examples, tokenizer, sequence_length: int) -> dict:
     summarize_split(read_examples("dev.tsv"), tokenizer, 128)
     ```
     """
-    lengths = token_lengths(tokenizer, examples.texts)
+    if lengths is None:
+        lengths = token_lengths(tokenizer, examples.texts)
     truncated = int((lengths > sequence_length).sum())
     percentiles = {f"p{q}": int(np.percentile(lengths, q, method="nearest")) for q in (50, 95, 99)}
     percentiles["max"] = int(lengths.max())

@@ -59,7 +59,6 @@ class TrainingModel(keras.Model):
             )
         self.classifier = model
         self.per_example_loss = loss
-        self.replica_jit_compile = bool(jit_compile)
         self._sums = tf.function(self._loss_sum_and_gradients, jit_compile=jit_compile)
         self._eval_sums = tf.function(self._loss_sum_and_outputs, jit_compile=jit_compile)
 

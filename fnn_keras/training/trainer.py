@@ -152,7 +152,7 @@ def weights_digest(model: keras.Model) -> str:
 
 
 def resolve_jit_compile(setting: str, deterministic: bool) -> bool:
-    """Turn `training.jit_compile` into a bool: `auto` is on with GPUs only."""
+    """Turn `training.jit_compile` into a bool: `auto` is on with GPUs, unless deterministic."""
     if setting == "auto":
         return bool(tf.config.list_logical_devices("GPU")) and not deterministic
     return setting == "on"
@@ -257,19 +257,16 @@ def train(
     )
     # Non-chief workers write checkpoints and logs to a directory they
     # remove at the end; they read the chief's backup to resume.
-    worker_dir = None if chief else tempfile.mkdtemp(prefix="fnn_keras-worker-")
-    own = (
-        paths
-        if chief
-        else run_paths(
-            dataclasses.replace(
-                config.output,
-                export_dir=os.path.join(worker_dir, "exported"),
-                log_dir=os.path.join(worker_dir, "logs"),
-            ),
-            run_name,
+    worker_dir = None
+    own = paths
+    if not chief:
+        worker_dir = tempfile.mkdtemp(prefix="fnn_keras-worker-")
+        worker_output = dataclasses.replace(
+            config.output,
+            export_dir=os.path.join(worker_dir, "exported"),
+            log_dir=os.path.join(worker_dir, "logs"),
         )
-    )
+        own = run_paths(worker_output, run_name)
     try:
         return _train_run(
             config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels
@@ -435,16 +432,20 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
 
     # === Input pipelines ===
     preprocessor = build_preprocessor(bundle.tokenizer, config.data.sequence_length)
+    # The train lengths also drive bucketing, so the texts are tokenized once.
+    train_lengths = token_lengths(bundle.tokenizer, train_examples.texts)
     summary = {}
-    for name, examples in (("train", train_examples), ("dev", dev_examples)):
-        summary[name] = summarize_split(examples, bundle.tokenizer, config.data.sequence_length)
+    for name, examples, lengths in (
+        ("train", train_examples, train_lengths),
+        ("dev", dev_examples, None),
+    ):
+        summary[name] = summarize_split(
+            examples, bundle.tokenizer, config.data.sequence_length, lengths
+        )
         log_summary(name, summary[name], config.data.sequence_length)
     with open(own.data_summary, "w", encoding="utf-8") as file:
         json.dump(summary, file, ensure_ascii=False, indent=2)
     train_label_ids = labels.encode(train_examples.labels)
-    train_lengths = None
-    if config.data.bucket_by_length:
-        train_lengths = token_lengths(bundle.tokenizer, train_examples.texts)
     dev_label_ids = labels.encode(dev_examples.labels)
     dev_data = make_dataset(dev_examples.texts, dev_label_ids, preprocessor, batch_size)
 
@@ -481,14 +482,14 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
                 first_epoch=first,
                 end_epoch=end,
                 skip_batches=skip,
-                lengths=train_lengths,
+                lengths=train_lengths if config.data.bucket_by_length else None,
             )
             history = model.fit(
                 data,
                 validation_data=dev_data,
                 initial_epoch=first,
                 epochs=end,
-                steps_per_epoch=steps_per_epoch - skip if skip else steps_per_epoch,
+                steps_per_epoch=steps_per_epoch - skip,
                 callbacks=callbacks,
                 verbose=verbose,
                 # The batches come in `epoch_order` already.
