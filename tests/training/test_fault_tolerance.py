@@ -317,6 +317,7 @@ def test_bfloat16_and_xla_runs_export_with_parity(small_data, tmp_path):
         for name, flags in runs.items()
     }
     errors = {name: process.communicate(timeout=900)[1] for name, process in processes.items()}
+
     for name, process in processes.items():
         assert process.returncode == 0, errors[name][-3000:]
         assert "MirroredStrategy over 2 replica(s)" in errors[name]
@@ -330,6 +331,7 @@ def test_bfloat16_and_xla_runs_export_with_parity(small_data, tmp_path):
         assert formats == {"saved_model", "tflite", "onnx"}
         config = keras.saving.load_model(run_dir / "model.keras").get_config()
         assert "mixed_" not in json.dumps(config)
+
     assert "Training with bfloat16 compute" in errors["bfloat16"]
     assert "XLA on" in errors["xla"]
     # The per-replica forward and backward pass was compiled by XLA, under

@@ -66,9 +66,7 @@ def test_interrupted_run_resumes(small_data, tmp_path, monkeypatch):
     assert not os.path.exists(run_dir / "backup")
 
 
-def test_non_finite_loss_stops_with_step_and_keeps_backup(
-    small_data, tmp_path, monkeypatch, capsys
-):
+def test_nan_loss_exits_naming_step(small_data, tmp_path, monkeypatch, capsys):
     """A loss that turns NaN at step 5 stops the run there, exit code 3."""
     from conftest import assert_one_line_error
     from fnn_keras import train as train_cli
