@@ -32,7 +32,7 @@ class DataConfig:
             `[SEP]` included. Longer texts are truncated and counted.
         bucket_by_length: Batch training texts of similar length together,
             so batches carry less padding. Every text is still seen once
-            per epoch.
+            per epoch. On by default.
     """
 
     train: str | None = None
@@ -41,7 +41,7 @@ class DataConfig:
     label_column: str = "label"
     max_train_examples: int | None = None
     sequence_length: int = 128
-    bucket_by_length: bool = False
+    bucket_by_length: bool = True
 
 
 @dataclasses.dataclass
@@ -106,8 +106,10 @@ class TrainingConfig:
             there.
         deterministic: Seed everything and enable TensorFlow's op
             determinism, so two runs give identical losses.
-        mixed_precision: `off`, `bfloat16` or `float16` compute for
-            training; saved and exported models are float32.
+        mixed_precision: `auto`, `off`, `bfloat16` or `float16` compute
+            for training; saved and exported models are float32. `auto` is
+            bfloat16 on GPUs of compute capability 8.0 and up, float16 on
+            7.x, off on older GPUs and the CPU.
         jit_compile: `auto`, `on` or `off`: XLA for each replica's forward
             and backward pass. `auto` is on with GPUs, off on the CPU and
             with `deterministic`.
@@ -127,7 +129,7 @@ class TrainingConfig:
     cpu_devices: int | None = None
     backup_every_steps: int = 200
     deterministic: bool = False
-    mixed_precision: str = "off"
+    mixed_precision: str = "auto"
     jit_compile: str = "auto"
 
 
@@ -223,7 +225,7 @@ class Config:
         _check_choice(
             "training.mixed_precision",
             self.training.mixed_precision,
-            ("off", "bfloat16", "float16"),
+            ("auto", "off", "bfloat16", "float16"),
         )
         _check_choice("training.jit_compile", self.training.jit_compile, ("auto", "on", "off"))
         if self.training.deterministic and self.training.jit_compile == "on":

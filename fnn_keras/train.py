@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--bucket-by-length",
         action=argparse.BooleanOptionalAction,
-        help="Batch training texts of similar length together (less padding). Default: off.",
+        help="Batch training texts of similar length together (less padding). Default: on.",
     )
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     distribution.add_argument(
         "--mixed-precision",
-        choices=["off", "bfloat16", "float16"],
-        help="Compute type for training; saved models stay float32. Default: off.",
+        choices=["auto", "off", "bfloat16", "float16"],
+        help="Compute type for training; saved models stay float32. auto: bfloat16 on GPUs "
+        "of compute capability 8.0+, float16 on 7.x, off on the CPU. Default: auto.",
     )
     distribution.add_argument(
         "--jit-compile",

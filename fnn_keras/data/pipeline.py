@@ -34,7 +34,7 @@ def build_preprocessor(tokenizer, sequence_length: int):
     )
 
 
-def trim_batch(features: dict) -> dict:
+def trim_batch(features: dict, pad_to_multiple: int = 1) -> dict:
     """Cut padded columns shared by the whole batch and make the mask int32.
 
     The preprocessor pads every text to `sequence_length`. Columns past the
@@ -46,6 +46,9 @@ def trim_batch(features: dict) -> dict:
     Args:
         features: Dict with `token_ids`, `segment_ids` and `padding_mask`,
             each `(batch, sequence_length)`.
+        pad_to_multiple: Round the kept length up to a multiple of this
+            (at most `sequence_length`), so that fewer distinct shapes
+            reach the model; XLA compiles once per shape.
 
     Returns:
         The same keys, each `(batch, longest)` and int32.
@@ -58,6 +61,9 @@ def trim_batch(features: dict) -> dict:
     """
     mask = tf.cast(features["padding_mask"], tf.int32)
     longest = tf.reduce_max(tf.reduce_sum(mask, axis=1))
+    if pad_to_multiple > 1:
+        longest = -(-longest // pad_to_multiple) * pad_to_multiple
+        longest = tf.minimum(longest, tf.shape(mask)[1])
     return {
         "token_ids": tf.cast(features["token_ids"][:, :longest], tf.int32),
         "segment_ids": tf.cast(features["segment_ids"][:, :longest], tf.int32),
@@ -70,6 +76,7 @@ def make_dataset(
     label_ids: list[int] | None,
     preprocessor,
     batch_size: int,
+    pad_to_multiple: int = 1,
 ) -> tf.data.Dataset:
     """Build a batched dataset of tokenized texts and, if given, labels, in order.
 
@@ -82,6 +89,7 @@ def make_dataset(
         label_ids: Class ids aligned with `texts`, or `None` for inputs only.
         preprocessor: The keras-hub preprocessor from `build_preprocessor`.
         batch_size: Global batch size.
+        pad_to_multiple: See `trim_batch`.
 
     Returns:
         A `tf.data.Dataset` of `features` or `(features, label_ids)`.
@@ -101,7 +109,7 @@ def make_dataset(
     dataset = dataset.batch(batch_size)
 
     def tokenize(text, label=None):
-        features = trim_batch(preprocessor(text))
+        features = trim_batch(preprocessor(text), pad_to_multiple)
         return features if label is None else (features, label)
 
     dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
@@ -173,6 +181,7 @@ def make_training_dataset(
     end_epoch: int,
     skip_batches: int = 0,
     lengths: np.ndarray | None = None,
+    pad_to_multiple: int = 1,
 ) -> tf.data.Dataset:
     """Build the training batches of epochs `first_epoch` to `end_epoch - 1`.
 
@@ -194,6 +203,7 @@ def make_training_dataset(
         skip_batches: Batches of `first_epoch` to leave out.
         lengths: Token count of each text, to batch by length; `None`
             batches in epoch order.
+        pad_to_multiple: See `trim_batch`.
 
     Returns:
         A finite `tf.data.Dataset` of `(features, label_ids)` batches; pass
@@ -222,7 +232,7 @@ def make_training_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(indices)
 
     def tokenize(indices):
-        features = trim_batch(preprocessor(tf.gather(text_table, indices)))
+        features = trim_batch(preprocessor(tf.gather(text_table, indices)), pad_to_multiple)
         return features, tf.gather(label_table, indices)
 
     dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)

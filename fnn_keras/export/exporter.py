@@ -14,7 +14,13 @@ from fnn_keras.backbones import save_tokenizer
 from fnn_keras.export import parity
 from fnn_keras.export.onnx import OPSET, export_onnx
 from fnn_keras.export.savedmodel import export_saved_model, write_models_config
-from fnn_keras.export.tflite import VARIANTS, TFLiteRunner, export_tflite_variants, tflite_op_names
+from fnn_keras.export.tflite import (
+    VARIANTS,
+    TFLiteRunner,
+    export_tflite_variants,
+    signature_name,
+    tflite_op_names,
+)
 from fnn_keras.export.trained_run import ExportError, TrainedRun
 from fnn_keras.models.classifier import INPUT_NAMES
 
@@ -146,6 +152,10 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
     return entries
 
 
+def _tflite_tensor(detail: dict) -> dict:
+    return {"dtype": np.dtype(detail["dtype"]).name, "shape": detail["shape"].tolist()}
+
+
 def _remove_old_files(directory: str, extension: str) -> None:
     # A re-export replaces the whole format, so files of variants that are
     # not exported again do not linger without a report entry.
@@ -178,27 +188,23 @@ def _export_tflite(run, features, reference, label_ids, variants, calibration_te
         path = result["path"]
         runner = TFLiteRunner(path)
         probabilities = runner(features)
-        details = runner.interpreter
         entry.update(
             {
                 "path": path,
                 "size_bytes": _file_size(path),
-                "inputs": [
-                    {
-                        "name": d["name"],
-                        "dtype": np.dtype(d["dtype"]).name,
-                        "shape": d["shape"].tolist(),
+                "signatures": {
+                    signature_name(length): {
+                        "inputs": {
+                            name: _tflite_tensor(detail)
+                            for name, detail in signature.get_input_details().items()
+                        },
+                        "outputs": {
+                            name: _tflite_tensor(detail)
+                            for name, detail in signature.get_output_details().items()
+                        },
                     }
-                    for d in details.get_input_details()
-                ],
-                "outputs": [
-                    {
-                        "name": d["name"],
-                        "dtype": np.dtype(d["dtype"]).name,
-                        "shape": d["shape"].tolist(),
-                    }
-                    for d in details.get_output_details()
-                ],
+                    for length, signature in runner.runners.items()
+                },
                 "ops": tflite_op_names(path),
                 "parity": parity.compare(reference, probabilities, label_ids),
             }

@@ -190,15 +190,39 @@ class FeedbackCell(keras.layers.Layer, DropoutRNNCell):
         Returns:
             A tuple `(h, u)`, both `(batch, units)`.
         """
+        return self.iterate(projected, state, recurrent_mask, self.recurrent_weights())
+
+    def recurrent_weights(self):
+        """Return `(U, V, c)`, the weights each step uses (`c` is `None` without bias).
+
+        A loop reads them once and passes them to `iterate` on every step,
+        instead of reading each variable on every step.
+        """
+        return self.recurrent_kernel, self.feedback_kernel, self.feedback_bias
+
+    def iterate(self, projected, state, recurrent_mask, weights):
+        """`step_from_projection` with the weights given as `(U, V, c)`.
+
+        Args:
+            projected: Tensor `x·W + b` of shape `(batch, units)`.
+            state: The carried state `u`, `(batch, units)`.
+            recurrent_mask: Optional dropout mask for `u`.
+            weights: The output of `recurrent_weights`, or tensors read from
+                it.
+
+        Returns:
+            A tuple `(h, u)`, both `(batch, units)`.
+        """
+        recurrent_kernel, feedback_kernel, feedback_bias = weights
         feedback = state
         hidden = None
         for _ in range(self.feedback_steps):
             if recurrent_mask is not None:
                 feedback = feedback * recurrent_mask
-            hidden = self.activation(projected + ops.matmul(feedback, self.recurrent_kernel))
-            feedback = ops.matmul(hidden, self.feedback_kernel)
-            if self.feedback_bias is not None:
-                feedback = feedback + self.feedback_bias
+            hidden = self.activation(projected + ops.matmul(feedback, recurrent_kernel))
+            feedback = ops.matmul(hidden, feedback_kernel)
+            if feedback_bias is not None:
+                feedback = feedback + feedback_bias
             feedback = self.feedback_activation(feedback)
         return hidden, feedback
 

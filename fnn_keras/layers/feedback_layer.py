@@ -52,9 +52,10 @@ class FeedbackLayer(keras.layers.RNN):
             `False`.
         go_backwards: bool. Process the sequence in reverse. Defaults to
             `False`.
-        unroll: bool. Unroll the loop into a static graph. It needs a fixed
-            sequence length and always runs every step; it is the form that
-            converts to TFLite builtin ops. Defaults to `False`.
+        unroll: bool. Unroll the loop into a static graph wherever the
+            sequence length is static at trace time; a dynamic length still
+            runs the loop. The unrolled form runs every step and converts
+            to TFLite builtin ops. Defaults to `False`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -131,6 +132,17 @@ class FeedbackLayer(keras.layers.RNN):
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if mask is not None:
             mask = tf.cast(mask, tf.bool)
+        if self.unroll and sequences.shape[1] is None:
+            # A time dimension unknown at trace time (Keras's symbolic build,
+            # a signature with a dynamic length) cannot be unrolled; this
+            # trace runs the loop, and traces with a static length unroll.
+            self.unroll = False
+            try:
+                return super().call(
+                    sequences, initial_state=initial_state, mask=mask, training=training
+                )
+            finally:
+                self.unroll = True
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def _maybe_config_dropout_masks(self, cell, input_sequence, input_state):
@@ -212,30 +224,49 @@ class FeedbackLayer(keras.layers.RNN):
             mask = mask[start:end]
         loop_length = end - start
 
-        last_output = tf.zeros_like(state)
+        # Everything a step reads but does not change is prepared once
+        # here: the per-step inputs as a TensorArray (reading one element
+        # has a cheap gradient, where slicing the full tensor makes a
+        # full-size gradient on every step), the mask with its unit axis,
+        # zeros for padded outputs, and the weights as tensors.
+        cell = self.cell
+        inputs = tf.TensorArray(projected.dtype, size=loop_length, element_shape=state.shape)
+        inputs = inputs.unstack(projected)
+        keep = None if mask is None else mask[:, :, None]  # (steps, B, 1)
+        zeros = tf.zeros_like(state)
+        weights = tuple(
+            None if weight is None else tf.convert_to_tensor(weight)
+            for weight in cell.recurrent_weights()
+        )
 
-        def step(t, state, last_output):
-            mask_t = None if mask is None else mask[t]
-            return self._masked_step(projected[t], mask_t, state, last_output, recurrent_mask)
+        def step(t, state):
+            output, new_state = cell.iterate(inputs.read(t), state, recurrent_mask, weights)
+            if keep is None:
+                return output, new_state
+            keep_t = keep[t]
+            return tf.where(keep_t, output, zeros), tf.where(keep_t, new_state, state)
 
         # The TensorArray of per-step outputs is a loop variable only when
         # it is returned: tf2onnx 1.17 cannot convert a loop that carries an
-        # unused one.
+        # unused one. Likewise the last real output only without it.
         if self.return_sequences:
             outputs = tf.TensorArray(projected.dtype, size=loop_length, element_shape=state.shape)
 
-            def body(t, state, last_output, outputs):
-                output, state, last_output = step(t, state, last_output)
-                return t + 1, state, last_output, outputs.write(t, output)
+            def body(t, state, outputs):
+                output, state = step(t, state)
+                return t + 1, state, outputs.write(t, output)
 
-            loop_vars = (tf.constant(0), state, last_output, outputs)
+            loop_vars = (tf.constant(0), state, outputs)
         else:
 
             def body(t, state, last_output):
-                _, state, last_output = step(t, state, last_output)
-                return t + 1, state, last_output
+                output, new_state = step(t, state)
+                if keep is not None:
+                    # Padded steps output zeros; keep the last real one.
+                    output = tf.where(keep[t], output, last_output)
+                return t + 1, new_state, output
 
-            loop_vars = (tf.constant(0), state, last_output)
+            loop_vars = (tf.constant(0), state, zeros)
 
         results = tf.while_loop(
             lambda t, *_: t < loop_length,
@@ -243,13 +274,17 @@ class FeedbackLayer(keras.layers.RNN):
             loop_vars,
             maximum_iterations=loop_length,
         )
-        state, last_output = results[1], results[2]
+        state = results[1]
 
         if self.return_sequences:
-            outputs = results[3].stack()  # (steps, B, units)
+            outputs = results[2].stack()  # (steps, B, units)
+            # Keras's RNN returns the last output only without
+            # `return_sequences`; here it is the last step's output.
+            last_output = outputs[-1]
             outputs = tf.pad(outputs, [[start, num_steps - end], [0, 0], [0, 0]])
             outputs = tf.transpose(outputs, [1, 0, 2])  # (B, T, units)
         else:
+            last_output = results[2]
             outputs = last_output
         return last_output, outputs, [state]
 

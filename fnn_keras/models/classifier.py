@@ -39,8 +39,9 @@ def build_classifier(
         feedback_dropout: Input dropout rate of the feedback cell.
         dropout: Dropout rate before the dense head.
         sequence_length: Fixed time dimension of the inputs, or `None` for
-            any length. `unroll=True` needs it.
-        unroll: Unroll the feedback loop, for TFLite.
+            any length.
+        unroll: Unroll the feedback loop wherever the length is static at
+            trace time, for TFLite.
         seed: Seed for dropout.
         pooling: `"last"` feeds the head the feedback output at the last real
             token of each direction; `"mean"` feeds it the mean of the
@@ -96,3 +97,34 @@ def build_classifier(
         features = keras.layers.GlobalAveragePooling1D(name="mean_pooling")(features, mask=mask)
     probabilities = head(head_dropout(features))
     return keras.Model(inputs, probabilities, name="feedback_classifier")
+
+
+def classifier_from_config(model_config, backbone: keras.Model, num_labels: int, seed=None):
+    """Build the classifier a `ModelConfig` describes, on `backbone`.
+
+    Args:
+        model_config: The `model` section of a run's `Config`.
+        backbone: A keras-hub `BertBackbone`.
+        num_labels: Number of classes.
+        seed: Seed for dropout.
+
+    Returns:
+        The output of `build_classifier`.
+
+    Example:
+
+    ```python
+    model = classifier_from_config(Config().model, bundle.backbone, 2, seed=0)
+    ```
+    """
+    return build_classifier(
+        backbone,
+        num_labels=num_labels,
+        feedback_units=model_config.feedback_units,
+        feedback_steps=model_config.feedback_steps,
+        bidirectional=model_config.bidirectional,
+        feedback_dropout=model_config.feedback_dropout,
+        dropout=model_config.dropout,
+        seed=seed,
+        pooling=model_config.pooling,
+    )

@@ -150,3 +150,30 @@ def build_optimizer(
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
     return optimizer
+
+
+def learning_rate_multipliers(
+    model: keras.Model, backbone: keras.Model, head_multiplier: float, layer_decay: float
+) -> dict[str, float]:
+    """Map variable path prefixes to learning-rate factors.
+
+    Layers outside the backbone (feedback layer, head) get `head_multiplier`.
+    With `layer_decay < 1`, backbone transformer layer `i` of `n` gets
+    `layer_decay ** (n - 1 - i)` and the embedding layers `layer_decay ** n`.
+    """
+    multipliers = {
+        f"{layer.name}/": head_multiplier
+        for layer in model.layers
+        if layer is not backbone and layer.weights
+    }
+    if layer_decay < 1:
+        depth = backbone.num_layers
+        for layer in backbone.layers:
+            if not layer.weights or layer.name == "pooled_dense":
+                continue
+            if layer.name.startswith("transformer_layer_"):
+                index = int(layer.name.rsplit("_", 1)[1])
+                multipliers[f"{layer.name}/"] = layer_decay ** (depth - 1 - index)
+            else:
+                multipliers[f"{layer.name}/"] = layer_decay**depth
+    return multipliers

@@ -5,12 +5,56 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import tensorflow as tf
 
 PRECISION_POLICIES = {
     "off": "float32",
     "bfloat16": "mixed_bfloat16",
     "float16": "mixed_float16",
 }
+
+
+MIXED_PRECISION_CHOICES = ("auto", *PRECISION_POLICIES)
+
+
+def resolve_mixed_precision(setting: str, gpu_capabilities=None) -> str:
+    """Turn `training.mixed_precision` into one of `PRECISION_POLICIES`.
+
+    `"auto"` picks `"bfloat16"` when every GPU has compute capability 8.0 or
+    more (Ampere and later run bfloat16 at full speed and need no loss
+    scaling), `"float16"` when every GPU has at least 7.0 (Volta, Turing:
+    tensor cores for float16 only), and `"off"` otherwise, the CPU included.
+    Other settings pass through.
+
+    Args:
+        setting: `"auto"` or a key of `PRECISION_POLICIES`.
+        gpu_capabilities: `(major, minor)` of each GPU; `None` asks
+            TensorFlow for the local GPUs.
+
+    Returns:
+        `"off"`, `"bfloat16"` or `"float16"`.
+
+    Example:
+
+    ```python
+    resolve_mixed_precision("auto", gpu_capabilities=[(8, 0)])  # "bfloat16"
+    ```
+    """
+    if setting != "auto":
+        return setting
+    if gpu_capabilities is None:
+        gpu_capabilities = [
+            tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+            for gpu in tf.config.list_physical_devices("GPU")
+        ]
+    if not gpu_capabilities:
+        return "off"
+    lowest = min(tuple(capability) for capability in gpu_capabilities)
+    if lowest >= (8, 0):
+        return "bfloat16"
+    if lowest >= (7, 0):
+        return "float16"
+    return "off"
 
 
 @contextlib.contextmanager

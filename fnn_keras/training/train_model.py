@@ -8,6 +8,8 @@ import keras
 import tensorflow as tf
 from keras.src.trainers import data_adapters
 
+from fnn_keras.models.classifier import classifier_from_config
+from fnn_keras.training.optimization import build_optimizer, learning_rate_multipliers
 from fnn_keras.training.strategy import is_multi_worker
 
 
@@ -154,3 +156,68 @@ class TrainingModel(keras.Model):
 def _batch_size(x, dtype):
     first = tf.nest.flatten(x)[0]
     return tf.cast(tf.shape(first)[0], dtype)
+
+
+def build_training_model(
+    config,
+    backbone: keras.Model,
+    num_labels: int,
+    total_steps: int,
+    jit_compile: bool = False,
+    classifier: keras.Model | None = None,
+) -> TrainingModel:
+    """Build and compile the model a run trains, from its configuration.
+
+    Call it inside the strategy's scope and the precision policy, as the
+    trainer does.
+
+    Args:
+        config: The run's `Config`; its `model` section shapes the
+            classifier and its `training` section the optimizer.
+        backbone: The keras-hub backbone.
+        num_labels: Number of classes.
+        total_steps: Optimizer steps of the whole run, for the learning-rate
+            schedule.
+        jit_compile: Compile each replica's step with XLA.
+        classifier: A classifier to train in place of the one `config.model`
+            describes, built on `backbone` (the benchmarks pass other
+            heads).
+
+    Returns:
+        A compiled `TrainingModel`; its `classifier` is the model to save.
+
+    Example:
+
+    ```python
+    with strategy.scope():
+        model = build_training_model(Config(), bundle.backbone, 2, total_steps=600)
+    ```
+    """
+    training = config.training
+    if classifier is None:
+        classifier = classifier_from_config(config.model, backbone, num_labels, training.seed)
+    optimizer = build_optimizer(
+        training.learning_rate,
+        total_steps,
+        warmup_ratio=training.warmup_ratio,
+        weight_decay=training.weight_decay,
+        learning_rate_multipliers=learning_rate_multipliers(
+            classifier,
+            backbone,
+            training.head_learning_rate_multiplier,
+            training.layer_decay,
+        ),
+    )
+    model = TrainingModel(
+        classifier,
+        keras.losses.SparseCategoricalCrossentropy(reduction=None),
+        jit_compile=jit_compile,
+    )
+    # XLA is applied per replica by `TrainingModel`; Keras's own
+    # `jit_compile` would compile the multi-replica step as one.
+    model.compile(
+        optimizer=optimizer,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=False,
+    )
+    return model

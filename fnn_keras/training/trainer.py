@@ -29,10 +29,12 @@ from fnn_keras.export.exporter import export_run
 from fnn_keras.export.parity import keras_probabilities
 from fnn_keras.export.trained_run import load_trained_run
 from fnn_keras.layout import RunPaths, run_paths
-from fnn_keras.models.classifier import build_classifier
 from fnn_keras.training.callbacks import NonFiniteLossError, build_callbacks, read_backup
-from fnn_keras.training.optimization import build_optimizer
-from fnn_keras.training.precision import float32_copy, precision_policy
+from fnn_keras.training.precision import (
+    float32_copy,
+    precision_policy,
+    resolve_mixed_precision,
+)
 from fnn_keras.training.strategy import (
     StrategyError,
     build_strategy,
@@ -40,9 +42,11 @@ from fnn_keras.training.strategy import (
     is_multi_worker,
     split_cpu,
 )
-from fnn_keras.training.train_model import TrainingModel
+from fnn_keras.training.train_model import build_training_model
 
 logger = logging.getLogger(__name__)
+
+XLA_LENGTH_MULTIPLE = 16
 
 
 @dataclasses.dataclass
@@ -99,33 +103,6 @@ def _check_run_is_new(paths: RunPaths) -> None:
             f"Run {paths.run_name!r} already exists in {paths.run_dir}; pass "
             "another --run-name, or omit it for a new timestamped name."
         )
-
-
-def learning_rate_multipliers(
-    model: keras.Model, backbone: keras.Model, head_multiplier: float, layer_decay: float
-) -> dict[str, float]:
-    """Map variable path prefixes to learning-rate factors.
-
-    Layers outside the backbone (feedback layer, head) get `head_multiplier`.
-    With `layer_decay < 1`, backbone transformer layer `i` of `n` gets
-    `layer_decay ** (n - 1 - i)` and the embedding layers `layer_decay ** n`.
-    """
-    multipliers = {
-        f"{layer.name}/": head_multiplier
-        for layer in model.layers
-        if layer is not backbone and layer.weights
-    }
-    if layer_decay < 1:
-        depth = backbone.num_layers
-        for layer in backbone.layers:
-            if not layer.weights or layer.name == "pooled_dense":
-                continue
-            if layer.name.startswith("transformer_layer_"):
-                index = int(layer.name.rsplit("_", 1)[1])
-                multipliers[f"{layer.name}/"] = layer_decay ** (depth - 1 - index)
-            else:
-                multipliers[f"{layer.name}/"] = layer_decay**depth
-    return multipliers
 
 
 def read_splits(config: Config) -> tuple[Examples, Examples]:
@@ -376,7 +353,8 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
 
     # === Model, under the strategy ===
     jit_compile = resolve_jit_compile(training.jit_compile, training.deterministic)
-    with strategy.scope(), precision_policy(training.mixed_precision):
+    mixed_precision = resolve_mixed_precision(training.mixed_precision)
+    with strategy.scope(), precision_policy(mixed_precision):
         bundle = load_backbone(config.model.backbone, seed=training.seed)
         if config.data.sequence_length > bundle.max_sequence_length:
             raise BackboneError(
@@ -384,44 +362,11 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
                 f"backbone's {bundle.max_sequence_length} positions; pass "
                 f"--sequence-length {bundle.max_sequence_length} or less."
             )
-        classifier = build_classifier(
-            bundle.backbone,
-            num_labels=len(labels),
-            feedback_units=config.model.feedback_units,
-            feedback_steps=config.model.feedback_steps,
-            bidirectional=config.model.bidirectional,
-            feedback_dropout=config.model.feedback_dropout,
-            dropout=config.model.dropout,
-            seed=training.seed,
-            pooling=config.model.pooling,
-        )
-        optimizer = build_optimizer(
-            training.learning_rate,
-            total_steps,
-            warmup_ratio=training.warmup_ratio,
-            weight_decay=training.weight_decay,
-            learning_rate_multipliers=learning_rate_multipliers(
-                classifier,
-                bundle.backbone,
-                training.head_learning_rate_multiplier,
-                training.layer_decay,
-            ),
-        )
-        model = TrainingModel(
-            classifier,
-            keras.losses.SparseCategoricalCrossentropy(reduction=None),
-            jit_compile=jit_compile,
-        )
-        # XLA is applied per replica by `TrainingModel`; Keras's own
-        # `jit_compile` would compile the multi-replica step as one.
-        model.compile(
-            optimizer=optimizer,
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=False,
-        )
+        model = build_training_model(config, bundle.backbone, len(labels), total_steps, jit_compile)
+        classifier = model.classifier
     logger.info(
         "Training with %s compute, XLA %s",
-        training.mixed_precision if training.mixed_precision != "off" else "float32",
+        mixed_precision if mixed_precision != "off" else "float32",
         "on" if jit_compile else "off",
     )
 
@@ -447,7 +392,12 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         json.dump(summary, file, ensure_ascii=False, indent=2)
     train_label_ids = labels.encode(train_examples.labels)
     dev_label_ids = labels.encode(dev_examples.labels)
-    dev_data = make_dataset(dev_examples.texts, dev_label_ids, preprocessor, batch_size)
+    # XLA compiles once per input shape; lengths rounded up to a multiple of
+    # XLA_LENGTH_MULTIPLE leave a few shapes instead of one per length.
+    pad_to_multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
+    dev_data = make_dataset(
+        dev_examples.texts, dev_label_ids, preprocessor, batch_size, pad_to_multiple
+    )
 
     # === Fit, resuming from a backup if there is one ===
     callbacks, backup = build_callbacks(
@@ -483,6 +433,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
                 end_epoch=end,
                 skip_batches=skip,
                 lengths=train_lengths if config.data.bucket_by_length else None,
+                pad_to_multiple=pad_to_multiple,
             )
             history = model.fit(
                 data,

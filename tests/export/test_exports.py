@@ -86,6 +86,15 @@ def test_tflite_parity_and_builtin_ops(report, run_dir):
         assert tflite.non_builtin_ops(ops) == [], variant
         assert "FULLY_CONNECTED" in ops or "BATCH_MATMUL" in ops
         assert "WHILE" not in ops, variant
+        signatures = variants[variant]["signatures"]
+        assert set(signatures) == {f"length_{n}" for n in (16, 32, 64, 128)}
+        for name, signature in signatures.items():
+            length = int(name.split("_")[1])
+            assert {k: v["shape"] for k, v in signature["inputs"].items()} == {
+                "token_ids": [1, length],
+                "segment_ids": [1, length],
+                "padding_mask": [1, length],
+            }
     for name in ("vocab.txt", "tokenizer.json", "labels.json"):
         assert os.path.isfile(os.path.join(run_dir, "tflite", name))
 
@@ -351,16 +360,67 @@ def test_saved_model_cli_runs_text_signature(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_fixed_length_rebuild_matches(tiny_bundle, pooling):
+def test_unrolled_rebuild_matches_and_has_no_loop(tiny_bundle, pooling):
     from fnn_keras.data.pipeline import build_preprocessor
-    from fnn_keras.models.classifier import build_classifier
+    from fnn_keras.models.classifier import INPUT_NAMES, build_classifier
 
     model = build_classifier(tiny_bundle.backbone, num_labels=3, pooling=pooling)
-    fixed = tflite.rebuild_fixed_length(model, 16)
+    unrolled = tflite.rebuild_unrolled(model)
     preprocessor = build_preprocessor(tiny_bundle.tokenizer, 16)
     features = {k: tf.cast(v, tf.int32) for k, v in preprocessor(tf.constant(TEXTS)).items()}
-    np.testing.assert_allclose(fixed(features), model(features), atol=1e-6)
-    assert fixed.get_layer("bidirectional_feedback").forward_layer.unroll
+    static = tf.function(
+        lambda inputs: unrolled(inputs, training=False),
+        input_signature=[{name: tf.TensorSpec([len(TEXTS), 16], tf.int32) for name in INPUT_NAMES}],
+    )
+    np.testing.assert_allclose(static(features), model(features), atol=1e-6)
+    ops = {op.type for op in static.get_concrete_function().graph.get_operations()}
+    assert not ops & {"While", "StatelessWhile"}
+    # A dynamic length still traces, with the loop.
+    dynamic = tf.function(
+        lambda inputs: unrolled(inputs, training=False),
+        input_signature=[{name: tf.TensorSpec([None, None], tf.int32) for name in INPUT_NAMES}],
+    )
+    np.testing.assert_allclose(dynamic(features), model(features), atol=1e-6)
+
+
+def test_signature_lengths_and_fitting():
+    assert tflite.signature_lengths(128) == [16, 32, 64, 128]
+    assert tflite.signature_lengths(100) == [16, 32, 64, 100]
+    assert tflite.signature_lengths(16) == [16]
+    assert tflite.signature_lengths(8) == [8]
+    mask = np.zeros((1, 128), np.int32)
+    mask[0, :17] = 1
+    features = {"token_ids": mask * 7, "segment_ids": mask * 0, "padding_mask": mask}
+    fitted = tflite.fit_to_signature(features, [16, 32, 64, 128])
+    assert {name: value.shape for name, value in fitted.items()} == {
+        "token_ids": (1, 32),
+        "segment_ids": (1, 32),
+        "padding_mask": (1, 32),
+    }
+    assert fitted["padding_mask"].sum() == 17
+    # Features shorter than the signature are padded with zeros.
+    short = {name: value[:, :20] for name, value in features.items()}
+    assert tflite.fit_to_signature(short, [16, 32])["token_ids"].shape == (1, 32)
+
+
+def test_tflite_runs_each_text_at_its_signature_length(run_dir):
+    texts = ["good", "a " + "fine and moving film " * 6, "bad " * 200]
+    path = os.path.join(run_dir, "tflite", "model_float32.tflite")
+    predictor = load_predictor(path)
+    runner = predictor.runner
+    assert runner.lengths == [16, 32, 64, 128]
+    features = predictor.features(texts)
+    used = [
+        tflite.fit_to_signature({k: v[i : i + 1] for k, v in features.items()}, runner.lengths)[
+            "token_ids"
+        ].shape[1]
+        for i in range(len(texts))
+    ]
+    real = features["padding_mask"].sum(axis=1)
+    assert used == [min(n for n in runner.lengths if n >= r) for r in real]
+    assert used[0] == 16 and used[-1] == 128 and len(set(used)) == 3
+    reference = load_predictor(os.path.join(run_dir, "model.keras")).predict(texts)
+    np.testing.assert_allclose(predictor.predict(texts), reference, atol=1e-4)
 
 
 def test_predict_rejects_corrupt_onnx(run_dir, tmp_path):
@@ -384,3 +444,13 @@ def test_export_cli_no_formats(run_dir, capsys):
     code, _, err = run_export_cli([run_dir, "--formats", "", "--quiet"], capsys)
     assert code == 2
     assert_one_line_error(err, "No export format")
+
+
+def test_predict_sorts_batches_keeps_order(run_dir):
+    texts = ["a long and winding review of a very good film", "bad", "很好", "fine film"] * 3
+    for artifact in ("model.keras", "onnx/model.onnx"):
+        predictor = load_predictor(os.path.join(run_dir, artifact))
+        one_batch = predictor.predict(texts, batch_size=len(texts))
+        np.testing.assert_allclose(predictor.predict(texts, batch_size=2), one_batch, atol=1e-5)
+        singles = np.concatenate([predictor.predict([text]) for text in texts[:4]])
+        np.testing.assert_allclose(one_batch[:4], singles, atol=1e-5)

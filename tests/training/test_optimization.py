@@ -70,7 +70,7 @@ def test_scaled_adamw_config_round_trip():
 
 def test_learning_rate_multipliers_for_head_and_layers(tiny_bundle):
     from fnn_keras.models.classifier import build_classifier
-    from fnn_keras.training.trainer import learning_rate_multipliers
+    from fnn_keras.training.optimization import learning_rate_multipliers
 
     model = build_classifier(tiny_bundle.backbone, num_labels=2)
     multipliers = learning_rate_multipliers(model, tiny_bundle.backbone, 5.0, 0.5)

@@ -14,11 +14,12 @@ from fnn_keras.data.pipeline import (
     epoch_order,
     make_dataset,
     make_training_dataset,
+    trim_batch,
 )
 from fnn_keras.data.summary import token_lengths
 from fnn_keras.models.classifier import INPUT_NAMES, build_classifier
 from fnn_keras.training.optimization import build_optimizer
-from fnn_keras.training.precision import float32_copy
+from fnn_keras.training.precision import float32_copy, resolve_mixed_precision
 from fnn_keras.training.train_model import TrainingModel
 
 TEXTS = [
@@ -196,3 +197,35 @@ def test_bucketing_keeps_per_example_losses(strategies, tiny_bundle):
         fixed_losses = loss(labels[batch_rows], model.classifier(fixed))
         np.testing.assert_allclose(trimmed_losses, fixed_losses, atol=1e-5)
     assert sorted(seen) == rows
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "expected"),
+    [
+        ([], "off"),
+        ([(8, 0)], "bfloat16"),
+        ([(9, 0), (8, 6)], "bfloat16"),
+        ([(8, 0), (7, 5)], "float16"),
+        ([(7, 0)], "float16"),
+        ([(6, 1)], "off"),
+    ],
+)
+def test_mixed_precision_auto_by_gpu(capabilities, expected):
+    assert resolve_mixed_precision("auto", gpu_capabilities=capabilities) == expected
+    assert resolve_mixed_precision("float16", gpu_capabilities=capabilities) == "float16"
+
+
+def test_mixed_precision_auto_is_off_on_this_cpu():
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    assert resolve_mixed_precision("auto") == "off"
+
+
+def test_pad_to_multiple_rounds_batch_length(tiny_bundle):
+    preprocessor = build_preprocessor(tiny_bundle.tokenizer, 24)
+    features = preprocessor(tf.constant(["good", "a good film"]))
+    longest = int(tf.reduce_max(tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), 1)))
+    assert trim_batch(features)["token_ids"].shape[1] == longest
+    assert trim_batch(features, pad_to_multiple=16)["token_ids"].shape[1] == 16
+    # Never past the preprocessor's sequence length.
+    assert trim_batch(features, pad_to_multiple=32)["token_ids"].shape[1] == 24
