@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     logs = os.path.join(args.output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
 
+    # TensorFlow's C++ start-up notes would bury the progress lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from fnn_keras.backbones import BackboneError, minilm_path
 
     try:

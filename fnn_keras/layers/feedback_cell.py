@@ -9,6 +9,16 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 
+def _bias_add(x, bias):
+    # TensorFlow's BiasAdd, unlike a broadcast add, lets its graph optimizer
+    # fuse the preceding MatMul and the bias into one kernel.
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.bias_add(x, bias)
+    return x + bias
+
+
 def _check_rate(name, value):
     if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(
@@ -222,7 +232,7 @@ class FeedbackCell(keras.layers.Layer, DropoutRNNCell):
             hidden = self.activation(projected + ops.matmul(feedback, recurrent_kernel))
             feedback = ops.matmul(hidden, feedback_kernel)
             if feedback_bias is not None:
-                feedback = feedback + feedback_bias
+                feedback = _bias_add(feedback, feedback_bias)
             feedback = self.feedback_activation(feedback)
         return hidden, feedback
 

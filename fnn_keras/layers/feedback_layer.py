@@ -228,7 +228,9 @@ class FeedbackLayer(keras.layers.RNN):
         # here: the per-step inputs as a TensorArray (reading one element
         # has a cheap gradient, where slicing the full tensor makes a
         # full-size gradient on every step), the mask with its unit axis,
-        # zeros for padded outputs, and the weights as tensors.
+        # and the weights as tensors. Every op in the loop body runs once
+        # per token, forward and backward, so the body keeps only the
+        # recurrence and the state's masking.
         cell = self.cell
         inputs = tf.TensorArray(projected.dtype, size=loop_length, element_shape=state.shape)
         inputs = inputs.unstack(projected)
@@ -241,10 +243,9 @@ class FeedbackLayer(keras.layers.RNN):
 
         def step(t, state):
             output, new_state = cell.iterate(inputs.read(t), state, recurrent_mask, weights)
-            if keep is None:
-                return output, new_state
-            keep_t = keep[t]
-            return tf.where(keep_t, output, zeros), tf.where(keep_t, new_state, state)
+            if keep is not None:
+                new_state = tf.where(keep[t], new_state, state)
+            return output, new_state
 
         # The TensorArray of per-step outputs is a loop variable only when
         # it is returned: tf2onnx 1.17 cannot convert a loop that carries an
@@ -262,7 +263,7 @@ class FeedbackLayer(keras.layers.RNN):
             def body(t, state, last_output):
                 output, new_state = step(t, state)
                 if keep is not None:
-                    # Padded steps output zeros; keep the last real one.
+                    # Keep the output of each sequence's last real token.
                     output = tf.where(keep[t], output, last_output)
                 return t + 1, new_state, output
 
@@ -278,6 +279,10 @@ class FeedbackLayer(keras.layers.RNN):
 
         if self.return_sequences:
             outputs = results[2].stack()  # (steps, B, units)
+            if keep is not None:
+                # Padded positions output zeros, set here for all steps at
+                # once rather than inside the loop.
+                outputs = tf.where(keep, outputs, tf.zeros_like(outputs))
             # Keras's RNN returns the last output only without
             # `return_sequences`; here it is the last step's output.
             last_output = outputs[-1]
