@@ -34,7 +34,7 @@ class Protocol:
     seed: int = 0
     batch_size: int = 32
     sequence_length: int = 128
-    warmup_steps: int = 5
+    warmup_steps: int = 10
     steps_per_repeat: int = 16
     repeats: int = 3
     latency_texts: int = 100
