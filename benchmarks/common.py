@@ -1,4 +1,4 @@
-"""What every benchmark row shares: the protocol, the data sample, FLOP counts."""
+"""Shared parts of every benchmark row: the protocol, the data sample, FLOP counts."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Protocol:
         sample_size: Training sentences drawn from `train.tsv`.
         seed: Seed of the sample and of every row's batch order and weights.
         batch_size: Global batch size of every training row.
-        sequence_length: Longest text fnn_keras keeps, and the fixed length
+        sequence_length: Maximum tokens per text that fnn_keras keeps, and the fixed length
             of the padded rows.
         warmup_steps: Training steps run before timing starts.
         steps_per_repeat: Timed steps in one repeat.

@@ -56,12 +56,42 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Training rows, comma-separated, from: {', '.join(ROWS)}. Default: %(default)s.",
     )
     parser.add_argument("--no-latency", action="store_true", help="Skip the latency rows.")
-    parser.add_argument("--sample-size", type=int, default=defaults.sample_size)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    parser.add_argument("--steps-per-repeat", type=int, default=defaults.steps_per_repeat)
-    parser.add_argument("--repeats", type=int, default=defaults.repeats)
-    parser.add_argument("--latency-texts", type=int, default=defaults.latency_texts)
+    parser.add_argument(
+        "--sample-size",
+        type=int,
+        default=defaults.sample_size,
+        help="Training sentences drawn from train.tsv. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="Seed of the sample, batch orders and weights. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=defaults.warmup_steps,
+        help="Training steps before timing starts. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--steps-per-repeat",
+        type=int,
+        default=defaults.steps_per_repeat,
+        help="Timed training steps per repeat. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=defaults.repeats,
+        help="Timed repeats; rates are their median. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--latency-texts",
+        type=int,
+        default=defaults.latency_texts,
+        help="Dev texts timed one at a time. Default: %(default)s.",
+    )
     parser.add_argument(
         "--output-dir",
         default=os.path.join("benchmarks", "results"),
@@ -305,9 +335,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     protocol = _protocol(args)
     rows = [row for row in args.rows.split(",") if row]
-    os.makedirs(args.output_dir, exist_ok=True)
     logs = os.path.join(args.output_dir, "logs")
-    os.makedirs(logs, exist_ok=True)
+    try:
+        os.makedirs(logs, exist_ok=True)
+    except OSError as error:
+        _fail(f"cannot create --output-dir {args.output_dir}: {error.strerror}.")
 
     # TensorFlow's C++ start-up notes would bury the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

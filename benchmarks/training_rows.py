@@ -2,7 +2,7 @@
 
     python -m benchmarks.training_rows ROW PROTOCOL_JSON OUTPUT_JSON
 
-`benchmarks.run` starts this module once per row; the output holds the end
+`benchmarks.run` starts this module once per row; the output contains the end
 time of every step and the token lengths of every batch, and `run` turns
 them into rates.
 """

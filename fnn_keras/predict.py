@@ -40,17 +40,34 @@ def _read_texts(args) -> list[str]:
         fail("pass texts as arguments or with --file, not both.")
     if args.texts:
         return list(args.texts)
-    if args.file:
-        try:
-            with open(args.file, encoding="utf-8") as file:
-                return file.read().splitlines()
-        except FileNotFoundError:
-            fail(f"text file not found: {args.file}")
-        except UnicodeDecodeError as error:
-            fail(
-                f"{args.file}: invalid UTF-8 byte {error.object[error.start]:#04x}; convert it to UTF-8."
-            )
-    return sys.stdin.read().splitlines()
+    source = args.file or "standard input"
+    try:
+        if args.file:
+            with open(args.file, "rb") as file:
+                data = file.read()
+        else:
+            data = sys.stdin.buffer.read()
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        fail(f"text file not found: {args.file}")
+    except OSError as error:
+        fail(os_error_message(error))
+    except UnicodeDecodeError as error:
+        fail(
+            f"{source}: invalid UTF-8 byte {error.object[error.start]:#04x} at byte "
+            f"{error.start}; convert it to UTF-8."
+        )
+    return _split_lines(text)
+
+
+def _split_lines(text: str) -> list[str]:
+    # One text per "\n"-ended line (a "\r\n" ending counts as one).
+    # `str.splitlines` would also split at form feeds, U+2028 and other
+    # separators inside a line, so outputs would stop matching input lines.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def main(argv: list[str] | None = None) -> None:

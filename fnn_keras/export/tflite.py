@@ -52,7 +52,7 @@ def signature_lengths(sequence_length: int) -> list[int]:
     """Return the fixed lengths a TFLite file has a signature for.
 
     Powers of two from 16 below `sequence_length`, then `sequence_length`
-    itself: a text runs at the shortest length that holds it, so a short
+    itself: a text runs at the shortest length that fits it, so a short
     text costs a fraction of a padded one.
 
     Example:
@@ -81,7 +81,7 @@ def rebuild_unrolled(model: keras.Model) -> keras.Model:
     mobile LiteRT runtimes lack; an unrolled loop over a static length
     converts to builtin ops. The copy takes any length, and each traced
     signature with a fixed length unrolls to that length. It shares no
-    variables with `model` but holds the same weights.
+    variables with `model` but has the same weights.
 
     Args:
         model: A classifier from `build_classifier`.

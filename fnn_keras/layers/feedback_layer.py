@@ -133,9 +133,9 @@ class FeedbackLayer(keras.layers.RNN):
         if mask is not None:
             mask = tf.cast(mask, tf.bool)
         if self.unroll and sequences.shape[1] is None:
-            # A time dimension unknown at trace time (Keras's symbolic build,
-            # a signature with a dynamic length) cannot be unrolled; this
-            # trace runs the loop, and traces with a static length unroll.
+            # A time dimension unknown at trace time cannot be unrolled. Keras's
+            # symbolic build and signatures with a dynamic length trace the
+            # loop instead, and traces with a static length unroll.
             self.unroll = False
             try:
                 return super().call(
