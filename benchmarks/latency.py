@@ -47,8 +47,8 @@ def matmul_ceiling() -> dict:
     a = tf.random.normal([n, n])
     b = tf.random.normal([n, n])
 
-    # A chain of products, each needing the last, so that no graph
-    # optimization can merge or skip one; `b` is scaled to keep the values
+    # Each product in the chain needs the one before, so no graph
+    # optimization can merge or skip one. `b` is scaled to keep the values
     # finite.
     b = b / n**0.5
 

@@ -191,7 +191,7 @@ def training_metrics(result: dict, protocol: Protocol, shape: dict, ceiling: flo
 
 
 def acceptance(training: dict, latency: dict | None) -> list[dict]:
-    """Check the issue's targets against the measured rows; a missing row is not checked."""
+    """Check the speed and latency targets against the measured rows. A row that did not run is not checked."""
     checks = []
     ours = training.get("fnn_keras", {}).get("metrics")
     for row, target in TARGETS.items():

@@ -2,9 +2,9 @@
 
     python -m benchmarks.training_rows ROW PROTOCOL_JSON OUTPUT_JSON
 
-`benchmarks.run` starts this module once per row; the output contains the end
-time of every step and the token lengths of every batch, and `run` turns
-them into rates.
+`benchmarks.run` starts this module once per row. The output contains the
+end time of every step and the token lengths of every batch, which `run`
+turns into rates.
 """
 
 from __future__ import annotations

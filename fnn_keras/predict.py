@@ -77,12 +77,16 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
     texts = _read_texts(args)
 
+    from fnn_keras.data.summary import token_lengths
     from fnn_keras.export.predictors import PredictorError, count_truncated, load_predictor
 
     try:
         predictor = load_predictor(args.artifact, args.export_dir)
-        probabilities = predictor.predict(texts, args.batch_size)
-        truncated = count_truncated(predictor, texts)
+        # One tokenization serves both the length-sorted batching and the
+        # truncation count.
+        lengths = token_lengths(predictor.tokenizer, texts) if texts else None
+        probabilities = predictor.predict(texts, args.batch_size, lengths)
+        truncated = count_truncated(predictor, texts, lengths)
     except PredictorError as error:
         fail(str(error))
     except OSError as error:

@@ -25,18 +25,21 @@ class _Predictor:
     labels: list[str]
     tokenizer: object
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def predict(self, texts: list[str], batch_size: int = 32, lengths=None) -> np.ndarray:
         """Return class probabilities, `(len(texts), len(labels))` float32.
 
         More texts than one batch are batched in order of token length, so
-        each batch pads to a length close to its own texts'; the rows come
-        back in input order.
+        each batch pads to a length close to its own texts'. The rows come
+        back in input order. `lengths`, from `token_lengths`, saves
+        tokenizing the texts again when the caller has them.
         """
         if not texts:
             return np.zeros((0, len(self.labels)), np.float32)
         if len(texts) <= batch_size:
             return self._probabilities(texts, batch_size)
-        order = np.argsort(token_lengths(self.tokenizer, texts), kind="stable")
+        if lengths is None:
+            lengths = token_lengths(self.tokenizer, texts)
+        order = np.argsort(lengths, kind="stable")
         sorted_probabilities = self._probabilities([texts[i] for i in order], batch_size)
         probabilities = np.empty_like(sorted_probabilities)
         probabilities[order] = sorted_probabilities
@@ -167,12 +170,16 @@ class OnnxPredictor(_TokenIdPredictor):
         )
 
 
-def count_truncated(predictor, texts: list[str]) -> int:
-    """Count the texts longer than the predictor's sequence length."""
+def count_truncated(predictor, texts: list[str], lengths=None) -> int:
+    """Count the texts longer than the predictor's sequence length.
+
+    `lengths`, from `token_lengths`, saves tokenizing the texts again.
+    """
     if not texts:
         return 0
-    lengths = token_lengths(predictor.tokenizer, texts)
-    return int((lengths > predictor.sequence_length).sum())
+    if lengths is None:
+        lengths = token_lengths(predictor.tokenizer, texts)
+    return int((np.asarray(lengths) > predictor.sequence_length).sum())
 
 
 def load_predictor(artifact: str, export_dir: str = "exported"):

@@ -195,7 +195,7 @@ def convert_variant(
 
 
 def fit_to_signature(features: dict, lengths: list[int]) -> dict:
-    """Cut or pad one text's features to the shortest signature length that holds it.
+    """Cut or pad one text's features to the shortest signature length that fits it.
 
     Args:
         features: Dict of `(1, any)` int arrays, padded or not.
@@ -277,7 +277,7 @@ def non_builtin_ops(op_names: list[str]) -> list[str]:
 class TFLiteRunner:
     """Runs a `.tflite` classifier in LiteRT with no Flex delegate.
 
-    Each text runs, alone, through the shortest signature that holds it.
+    Each text runs, alone, through the shortest signature that fits it.
 
     Args:
         path: The `.tflite` file.

@@ -418,7 +418,9 @@ def test_tflite_runs_each_text_at_its_signature_length(run_dir):
     ]
     real = features["padding_mask"].sum(axis=1)
     assert used == [min(n for n in runner.lengths if n >= r) for r in real]
-    assert used[0] == 16 and used[-1] == 128 and len(set(used)) == 3
+    assert used[0] == 16
+    assert used[-1] == 128
+    assert len(set(used)) == 3
     reference = load_predictor(os.path.join(run_dir, "model.keras")).predict(texts)
     np.testing.assert_allclose(predictor.predict(texts), reference, atol=1e-4)
 
