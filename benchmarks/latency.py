@@ -107,11 +107,12 @@ def _time_calls(function, inputs: list, warmup: int = 3) -> dict:
 def _build_run(protocol: Protocol, run_dir: str):
     import keras
 
-    from fnn_keras.backbones import load_backbone, save_tokenizer
+    from fnn_keras.backbones import load_backbone
     from fnn_keras.config import Config
     from fnn_keras.data.labels import LabelVocabulary
     from fnn_keras.layout import RunPaths
     from fnn_keras.models.classifier import classifier_from_config
+    from fnn_keras.tokenizer import save_tokenizer
 
     config = Config()
     keras.utils.set_random_seed(protocol.seed)

@@ -1,7 +1,7 @@
 """Backbone sources: the bundled MiniLM, local directories and a tiny BERT.
 
-Each source gives a keras-hub `BertBackbone` and the `BertTokenizer` that
-matches it. This module is the one place that decides tokenizer settings.
+Each source gives a keras-hub `BertBackbone` and the `HuggingFaceBertTokenizer`
+(see `fnn_keras.tokenizer`) that matches it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import keras_hub
 # `BertBackbone` through this module-level name; `ExactGeluBertBackbone`
 # swaps it while the backbone builds its layers.
 from keras_hub.src.models.bert import bert_backbone as _bert_backbone_module
+
+from fnn_keras.tokenizer import VOCABULARY_FILE, HuggingFaceBertTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +102,13 @@ class BackboneBundle:
 
     Attributes:
         backbone: The keras-hub `BertBackbone`.
-        tokenizer: The matching keras-hub `BertTokenizer`.
+        tokenizer: The matching `HuggingFaceBertTokenizer`.
         source: The source string the user gave.
         path: Directory the weights were read from, or `None` for `tiny`.
     """
 
     backbone: keras_hub.models.BertBackbone
-    tokenizer: keras_hub.models.BertTokenizer
+    tokenizer: HuggingFaceBertTokenizer
     source: str
     path: str | None
 
@@ -176,10 +178,72 @@ def _load_tiny(seed: int) -> BackboneBundle:
     vocabulary = tiny_vocabulary()
     keras.utils.set_random_seed(seed)
     backbone = ExactGeluBertBackbone(vocabulary_size=len(vocabulary), **TINY_CONFIG)
-    tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=vocabulary, lowercase=True, strip_accents=True
-    )
+    tokenizer = HuggingFaceBertTokenizer(vocabulary=vocabulary, lowercase=True, strip_accents=True)
     return BackboneBundle(backbone, tokenizer, "tiny", None)
+
+
+def load_hugging_face_tokenizer(path: str) -> HuggingFaceBertTokenizer:
+    """Build the tokenizer of a Hugging Face BERT directory.
+
+    The vocabulary comes from `vocab.txt`. `do_lower_case`, `strip_accents`
+    and `tokenize_chinese_chars` in `tokenizer_config.json` set the
+    tokenizer as they set Hugging Face's `BertTokenizer`, and a missing key
+    or file means Hugging Face's defaults: lowercase, split CJK ideographs,
+    and strip accents exactly when lowercasing.
+
+    Args:
+        path: The directory.
+
+    Returns:
+        A `HuggingFaceBertTokenizer`.
+
+    Raises:
+        BackboneError: `vocab.txt` is missing, a file is invalid, or
+            `tokenizer_config.json` turns off `do_basic_tokenize`.
+
+    Example:
+
+    ```python
+    tokenizer = load_hugging_face_tokenizer(minilm_path())
+    tokenizer.lowercase  # True
+    ```
+    """
+    vocab_path = os.path.join(path, VOCABULARY_FILE)
+    if not os.path.isfile(vocab_path):
+        raise BackboneError(f"{path} has no vocab.txt; a BERT directory needs one.")
+
+    settings = {}
+    settings_path = os.path.join(path, "tokenizer_config.json")
+    try:
+        if os.path.isfile(settings_path):
+            with open(settings_path, encoding="utf-8") as file:
+                settings = json.load(file)
+    except (OSError, ValueError) as error:
+        raise BackboneError(
+            f"Invalid {settings_path}: {error}. Fix the JSON or remove the file."
+        ) from error
+    if not settings.get("do_basic_tokenize", True):
+        raise BackboneError(
+            f"{settings_path} sets do_basic_tokenize to false, which is not "
+            "supported: the tokenizer always splits words on whitespace and "
+            "punctuation before WordPiece."
+        )
+    lowercase = bool(settings.get("do_lower_case", True))
+    # Hugging Face's BasicTokenizer strips accents whenever it lowercases,
+    # unless `strip_accents` is set explicitly (transformers 5.25,
+    # `BertTokenizerLegacy`). keras-hub's converter only passes `lowercase`.
+    strip_accents = settings.get("strip_accents")
+    if strip_accents is None:
+        strip_accents = lowercase
+    try:
+        return HuggingFaceBertTokenizer(
+            vocabulary=vocab_path,
+            lowercase=lowercase,
+            strip_accents=bool(strip_accents),
+            split_on_cjk=bool(settings.get("tokenize_chinese_chars", True)),
+        )
+    except (OSError, ValueError) as error:
+        raise BackboneError(f"Invalid tokenizer files in {path}: {error}") from error
 
 
 def _load_hugging_face(path: str, source: str) -> BackboneBundle:
@@ -191,23 +255,7 @@ def _load_hugging_face(path: str, source: str) -> BackboneBundle:
             f"{path} contains a {model_type!r} model; only BERT "
             "(model_type 'bert') directories are supported."
         )
-    vocab_path = os.path.join(path, "vocab.txt")
-    if not os.path.isfile(vocab_path):
-        raise BackboneError(f"{path} has no vocab.txt; a BERT directory needs one.")
-
-    tokenizer_settings = {}
-    settings_path = os.path.join(path, "tokenizer_config.json")
-    if os.path.isfile(settings_path):
-        with open(settings_path, encoding="utf-8") as file:
-            tokenizer_settings = json.load(file)
-    lowercase = bool(tokenizer_settings.get("do_lower_case", True))
-    # Hugging Face's BertTokenizer strips accents whenever it lowercases,
-    # unless `strip_accents` is set explicitly (transformers 4.x,
-    # BasicTokenizer). keras-hub's converter only passes `lowercase`.
-    strip_accents = tokenizer_settings.get("strip_accents")
-    if strip_accents is None:
-        strip_accents = lowercase
-    split_on_cjk = bool(tokenizer_settings.get("tokenize_chinese_chars", True))
+    tokenizer = load_hugging_face_tokenizer(path)
 
     activation = model_config.get("hidden_act", "gelu")
     approximate_gelus = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -221,18 +269,20 @@ def _load_hugging_face(path: str, source: str) -> BackboneBundle:
         exact = ExactGeluBertBackbone(**backbone.get_config())
         exact.set_weights(backbone.get_weights())
         backbone = exact
-    tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=vocab_path,
-        lowercase=lowercase,
-        strip_accents=bool(strip_accents),
-        split_on_cjk=split_on_cjk,
-    )
     return BackboneBundle(backbone, tokenizer, source, path)
 
 
 def _load_preset(preset: str, source: str) -> BackboneBundle:
     backbone = keras_hub.models.BertBackbone.from_preset(preset)
-    tokenizer = keras_hub.models.BertTokenizer.from_preset(preset)
+    preset_tokenizer = keras_hub.models.BertTokenizer.from_preset(preset)
+    # keras-hub 0.32's config does not store `split_on_cjk`, so the preset's
+    # tokenizer has the default, True.
+    tokenizer = HuggingFaceBertTokenizer(
+        vocabulary=preset_tokenizer.get_vocabulary(),
+        lowercase=preset_tokenizer.lowercase,
+        strip_accents=preset_tokenizer.strip_accents,
+        split_on_cjk=preset_tokenizer.split_on_cjk,
+    )
     return BackboneBundle(backbone, tokenizer, source, preset)
 
 
@@ -291,79 +341,38 @@ def load_backbone(source: str = DEFAULT_BACKBONE, seed: int = 0) -> BackboneBund
     return bundle
 
 
-TOKENIZER_SETTINGS = "tokenizer.json"
-VOCABULARY_FILE = "vocab.txt"
-
-
-def save_tokenizer(tokenizer, directory: str, sequence_length: int) -> None:
-    """Write a tokenizer's vocabulary and settings for clients and reloads.
-
-    The directory gets `vocab.txt` (one WordPiece token per line, line `i`
-    is id `i`) and `tokenizer.json` with the settings a client needs to
-    reproduce the ids: lowercasing, accent stripping, CJK splitting, the
-    sequence length and the special token ids.
+def backbone_max_positions(source: str) -> int | None:
+    """Read a backbone's maximum sequence length from its config, without loading weights.
 
     Args:
-        tokenizer: A keras-hub `BertTokenizer`.
-        directory: Destination directory, created if missing.
-        sequence_length: Tokens per text, `[CLS]` and `[SEP]` included.
-
-    Example:
-
-    ```python
-    save_tokenizer(bundle.tokenizer, "exported/run/tokenizer", 128)
-    ```
-    """
-    os.makedirs(directory, exist_ok=True)
-    vocabulary = tokenizer.get_vocabulary()
-    with open(os.path.join(directory, VOCABULARY_FILE), "w", encoding="utf-8") as file:
-        file.write("\n".join(vocabulary) + "\n")
-    settings = {
-        "vocabulary": VOCABULARY_FILE,
-        "lowercase": bool(tokenizer.lowercase),
-        "strip_accents": bool(tokenizer.strip_accents),
-        "split_on_cjk": bool(tokenizer.split_on_cjk),
-        "sequence_length": int(sequence_length),
-        "truncation": "keep the first sequence_length - 2 word pieces",
-        "cls_token_id": int(tokenizer.cls_token_id),
-        "sep_token_id": int(tokenizer.sep_token_id),
-        "pad_token_id": int(tokenizer.pad_token_id),
-        "unknown_token": tokenizer.oov_token,
-    }
-    with open(os.path.join(directory, TOKENIZER_SETTINGS), "w", encoding="utf-8") as file:
-        json.dump(settings, file, ensure_ascii=False, indent=2)
-
-
-def load_tokenizer(directory: str):
-    """Rebuild the tokenizer written by `save_tokenizer`.
-
-    Args:
-        directory: Directory holding `vocab.txt` and `tokenizer.json`.
+        source: As for `load_backbone`.
 
     Returns:
-        A tuple `(tokenizer, sequence_length)`.
-
-    Raises:
-        BackboneError: A file is missing or invalid.
+        The number of position embeddings, or `None` when the source or its
+        config cannot be read here; `load_backbone` reports those.
 
     Example:
 
     ```python
-    tokenizer, sequence_length = load_tokenizer("exported/run/tokenizer")
+    backbone_max_positions("tiny")  # 128
     ```
     """
-    settings_path = os.path.join(directory, TOKENIZER_SETTINGS)
+    if source == "tiny":
+        return TINY_CONFIG["max_sequence_length"]
     try:
-        with open(settings_path, encoding="utf-8") as file:
-            settings = json.load(file)
-        vocabulary = os.path.join(directory, settings["vocabulary"])
-        tokenizer = keras_hub.models.BertTokenizer(
-            vocabulary=vocabulary,
-            lowercase=settings["lowercase"],
-            strip_accents=settings["strip_accents"],
-            split_on_cjk=settings["split_on_cjk"],
-        )
-        sequence_length = int(settings["sequence_length"])
-    except (OSError, ValueError, KeyError) as error:
-        raise BackboneError(f"Invalid tokenizer files in {directory}: {error}") from error
-    return tokenizer, sequence_length
+        path = minilm_path() if source == DEFAULT_BACKBONE else os.path.expanduser(source)
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as file:
+            values = json.load(file)
+    except (BackboneError, OSError, ValueError):
+        return None
+    if not isinstance(values, dict):
+        return None
+    # A keras-hub preset nests the backbone's arguments under "config"; a
+    # Hugging Face directory names the value max_position_embeddings.
+    nested = values.get("config")
+    value = (
+        nested.get("max_sequence_length")
+        if isinstance(nested, dict)
+        else values.get("max_position_embeddings")
+    )
+    return value if isinstance(value, int) and value > 0 else None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import math
 import os
 from typing import Any
 
 import yaml
 
 STRATEGY_CHOICES = ("auto", "mirrored", "multi_worker", "one_device")
+ON_BAD_ROW_CHOICES = ("skip", "error")
 
 
 class ConfigError(ValueError):
@@ -26,6 +29,21 @@ class DataConfig:
             is also `None`; it is required when `train` is set.
         text_column: Column (or JSON key) holding the text.
         label_column: Column (or JSON key) holding the label.
+        text_pair_column: Column (or JSON key) holding the second text of
+            a sentence-pair task, or `None` for single texts. The model
+            reads `[CLS] text [SEP] pair [SEP]`, and the served model takes
+            both texts.
+        encoding: Text encoding of the data files, any name Python's
+            `codecs` knows, for example `utf-8`, `gb18030` or `latin-1`.
+            A UTF-8 byte-order mark is stripped.
+        on_bad_row: `skip` skips rows with an empty text, a missing label or
+            the wrong number of fields, and counts them by reason in the
+            data summary; `error` stops at the first one, naming its file
+            and line.
+        labels: The class labels in class-id order. `None` takes the labels
+            found in the training file, sorted. When given, a training or
+            dev label outside the list, or a listed label with no training
+            row, is an error.
         max_train_examples: Keep only the first N training rows after reading.
             `None` keeps all.
         sequence_length: Maximum number of tokens per text, `[CLS]` and
@@ -39,6 +57,10 @@ class DataConfig:
     dev: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    text_pair_column: str | None = None
+    encoding: str = "utf-8"
+    on_bad_row: str = "skip"
+    labels: list | None = None
     max_train_examples: int | None = None
     sequence_length: int = 128
     bucket_by_length: bool = True
@@ -85,6 +107,13 @@ class TrainingConfig:
             to `learning_rate`; the rest decays linearly to 0.
         weight_decay: AdamW weight decay. Biases, LayerNorm weights and
             embeddings are excluded.
+        class_weight: `none`, `balanced` (each class weighted by
+            `rows / (classes * rows of that class)` in the training data), or
+            a mapping of label to weight, given on the command line as
+            `neg=1,pos=3`. Every label needs a weight. The weights multiply
+            each training example's loss, which stays divided by the
+            number of examples in the batch, as Keras's `class_weight` does;
+            dev losses and metrics are not weighted.
         head_learning_rate_multiplier: The feedback layer and dense head,
             trained from scratch, learn at `learning_rate` times this.
         layer_decay: Layer-wise learning-rate decay of the backbone: the top
@@ -120,6 +149,7 @@ class TrainingConfig:
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    class_weight: str | dict = "none"
     head_learning_rate_multiplier: float = 10.0
     layer_decay: float = 1.0
     early_stopping_patience: int = 2
@@ -179,6 +209,21 @@ class Config:
                 "Pass both --train and --dev, or neither to use the demo data. "
                 f"Received: train={self.data.train!r}, dev={self.data.dev!r}."
             )
+        _check_choice("data.on_bad_row", self.data.on_bad_row, ON_BAD_ROW_CHOICES)
+        try:
+            codecs.lookup(self.data.encoding)
+        except LookupError:
+            raise ConfigError(
+                f"data.encoding {self.data.encoding!r} is not an encoding Python knows; "
+                "use for example utf-8, gb18030 or latin-1."
+            ) from None
+        if self.data.labels is not None:
+            labels = self.data.labels
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise ConfigError(
+                    f"data.labels must list 2 or more distinct labels. Received: {labels!r}."
+                )
+        self.training.class_weight = parse_class_weight(self.training.class_weight)
         _check_positive("model.feedback_units", self.model.feedback_units)
         _check_positive("model.feedback_steps", self.model.feedback_steps)
         _check_rate("model.feedback_dropout", self.model.feedback_dropout)
@@ -238,6 +283,59 @@ class Config:
             raise ConfigError(f"Invalid run name {name!r}: use a plain name without '/'.")
 
 
+def parse_class_weight(value: Any) -> str | dict[str, float]:
+    """Normalize `training.class_weight` to `none`, `balanced` or a dict.
+
+    Args:
+        value: `"none"`, `"balanced"`, a mapping of label to weight, or the
+            command-line form `"neg=1,pos=3"`.
+
+    Returns:
+        `"none"`, `"balanced"` or a dict of label string to float weight.
+
+    Raises:
+        ConfigError: A weight is not a positive number, or the text is not
+            of the form `label=weight,...`.
+
+    Example:
+
+    ```python
+    parse_class_weight("neg=1,pos=2.5")  # {"neg": 1.0, "pos": 2.5}
+    ```
+    """
+    if isinstance(value, str):
+        if value in ("none", "balanced"):
+            return value
+        pairs = {}
+        for item in value.split(","):
+            label, equals, weight = item.rpartition("=")
+            if not equals or not label.strip():
+                raise ConfigError(
+                    "training.class_weight must be none, balanced or label=weight pairs "
+                    f"such as neg=1,pos=3. Received: {value!r}."
+                )
+            pairs[label.strip()] = weight.strip()
+        value = pairs
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(
+            "training.class_weight must be none, balanced or a mapping of label to "
+            f"weight. Received: {value!r}."
+        )
+    weights = {}
+    for label, weight in value.items():
+        try:
+            number = float(weight)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(weight, bool) or not math.isfinite(number) or number <= 0:
+            raise ConfigError(
+                f"training.class_weight: the weight of label {label!r} must be a positive "
+                f"number. Received: {weight!r}."
+            )
+        weights[str(label)] = number
+    return weights
+
+
 def _check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer. Received: {value!r}.")
@@ -277,6 +375,17 @@ def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
     elif kind.startswith("float"):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+    elif kind.startswith("list"):
+        if isinstance(value, str):
+            # The command-line form: comma-separated.
+            value = [item.strip() for item in value.split(",")]
+        if isinstance(value, list) and all(
+            isinstance(item, (str, int)) and not isinstance(item, bool) for item in value
+        ):
+            return [str(item).strip() for item in value]
+    elif kind == "str | dict":
+        if isinstance(value, (str, dict)):
+            return value
     elif kind.startswith("str"):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

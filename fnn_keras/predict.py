@@ -5,7 +5,8 @@
     cat texts.txt | python -m fnn_keras.predict ARTIFACT
 
 ARTIFACT is a run name or directory, a `model.keras`, a SavedModel version
-directory, a `.tflite` file or a `.onnx` file. Output is JSON Lines.
+directory, a `.tflite` file or a `.onnx` file. Output is JSON Lines. For a
+sentence-pair model, each text is `text<TAB>text_pair`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 import sys
 
 from fnn_keras.cli import fail, os_error_message
+
+PAIR_KEYS = ("text", "text_pair")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Run name or directory, model.keras, SavedModel version directory, "
         ".tflite or .onnx file.",
     )
-    parser.add_argument("texts", nargs="*", help="Texts to classify. Default: --file or stdin.")
-    parser.add_argument("--file", help="UTF-8 file with one text per line.")
+    parser.add_argument(
+        "texts",
+        nargs="*",
+        help="Texts to classify (text<TAB>text_pair for a sentence-pair model). "
+        "Default: --file or stdin.",
+    )
+    parser.add_argument("--file", help="UTF-8 file with one text (or tab-separated pair) per line.")
     parser.add_argument("--export-dir", default="exported", help="Root of run directories.")
     parser.add_argument("--batch-size", type=int, default=32, help="Texts per batch. Default: 32.")
     return parser
@@ -70,6 +78,19 @@ def _split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+def _split_pairs(texts: list[str], source: str) -> list[tuple[str, str]]:
+    pairs = []
+    for number, text in enumerate(texts, start=1):
+        first, tab, second = text.partition("\t")
+        if not tab:
+            fail(
+                f"{source}, text {number}: this model reads sentence pairs; write each "
+                "as text<TAB>text_pair."
+            )
+        pairs.append((first, second))
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -82,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         predictor = load_predictor(args.artifact, args.export_dir)
+        if predictor.text_pair:
+            source = "arguments" if args.texts else args.file or "standard input"
+            texts = _split_pairs(texts, source)
         # One tokenization serves both the length-sorted batching and the
         # truncation count.
         lengths = token_lengths(predictor.tokenizer, texts) if texts else None
@@ -104,8 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     labels = predictor.labels
     for text, row in zip(texts, probabilities, strict=True):
         best = int(row.argmax())
-        record = {
-            "text": text,
+        record = (
+            {"text": text} if isinstance(text, str) else dict(zip(PAIR_KEYS, text, strict=True))
+        )
+        record |= {
             "label": labels[best],
             "label_id": best,
             "probabilities": {

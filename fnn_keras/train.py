@@ -21,6 +21,10 @@ FLAG_FIELDS = {
     "dev": "data.dev",
     "text_column": "data.text_column",
     "label_column": "data.label_column",
+    "text_pair_column": "data.text_pair_column",
+    "encoding": "data.encoding",
+    "on_bad_row": "data.on_bad_row",
+    "labels": "data.labels",
     "max_train_examples": "data.max_train_examples",
     "sequence_length": "data.sequence_length",
     "bucket_by_length": "data.bucket_by_length",
@@ -35,6 +39,7 @@ FLAG_FIELDS = {
     "learning_rate": "training.learning_rate",
     "warmup_ratio": "training.warmup_ratio",
     "weight_decay": "training.weight_decay",
+    "class_weight": "training.class_weight",
     "head_learning_rate_multiplier": "training.head_learning_rate_multiplier",
     "layer_decay": "training.layer_decay",
     "patience": "training.early_stopping_patience",
@@ -69,6 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dev", help="Dev file in the same format; required with --train.")
     data.add_argument("--text-column", help="Column or JSON key of the text. Default: text.")
     data.add_argument("--label-column", help="Column or JSON key of the label. Default: label.")
+    data.add_argument(
+        "--text-pair-column",
+        help="Column or JSON key of the second text, for sentence-pair tasks. Default: none.",
+    )
+    data.add_argument(
+        "--encoding",
+        help="Encoding of the data files, for example gb18030 or latin-1. Default: utf-8.",
+    )
+    data.add_argument(
+        "--on-bad-row",
+        choices=["skip", "error"],
+        help="Rows with an empty text, a missing label or the wrong number of fields: skip "
+        "and count them (default), or stop at the first one.",
+    )
+    data.add_argument(
+        "--labels",
+        help="Comma-separated class labels in class-id order. Default: the training labels, "
+        "sorted. A listed label without training rows is an error.",
+    )
     data.add_argument("--max-train-examples", type=int, help="Use only the first N training rows.")
     data.add_argument("--sequence-length", type=int, help="Maximum tokens per text. Default: 128.")
     data.add_argument(
@@ -110,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-ratio", type=float, help="Fraction of steps for warmup. Default: 0.1."
     )
     training.add_argument("--weight-decay", type=float, help="AdamW weight decay. Default: 0.01.")
+    training.add_argument(
+        "--class-weight",
+        help="none (default), balanced (inverse class frequency), or label=weight pairs such "
+        "as neg=1,pos=3.",
+    )
     training.add_argument(
         "--head-learning-rate-multiplier",
         type=float,

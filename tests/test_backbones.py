@@ -129,3 +129,27 @@ def test_directory_without_config(tmp_path):
 def test_unknown_backbone_name():
     with pytest.raises(BackboneError, match="'bert-large'"):
         load_backbone("bert-large")
+
+
+def test_backbone_max_positions_without_loading(tmp_path):
+    from fnn_keras.backbones import TINY_CONFIG, backbone_max_positions
+
+    assert backbone_max_positions("tiny") == 128
+    hugging_face = tmp_path / "hf"
+    hugging_face.mkdir()
+    (hugging_face / "config.json").write_text(json.dumps({"max_position_embeddings": 256}))
+    assert backbone_max_positions(str(hugging_face)) == 256
+    preset = tmp_path / "preset"
+    import keras_hub
+
+    keras_hub_backbone = keras_hub.models.BertBackbone(vocabulary_size=10, **TINY_CONFIG)
+    keras_hub_backbone.save_to_preset(str(preset))
+    assert backbone_max_positions(str(preset)) == 128
+    assert backbone_max_positions(str(tmp_path / "missing")) is None
+
+
+@needs_minilm
+def test_minilm_max_positions():
+    from fnn_keras.backbones import backbone_max_positions
+
+    assert backbone_max_positions("minilm") == 512

@@ -71,8 +71,44 @@ def trim_batch(features: dict, pad_to_multiple: int = 1) -> dict:
     }
 
 
+def is_pair_input(texts) -> bool:
+    """Whether `texts` holds `(text, text_pair)` tuples rather than strings."""
+    return len(texts) > 0 and isinstance(texts[0], (tuple, list))
+
+
+def string_inputs(texts) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+    """Turn texts, or `(text, text_pair)` tuples, into the preprocessor's string input.
+
+    Args:
+        texts: A list of strings, or for sentence-pair tasks a list of
+            `(text, text_pair)` tuples.
+
+    Returns:
+        A string tensor, or for pairs a tuple of two string tensors, which
+        keras-hub's preprocessor joins as `[CLS] text [SEP] pair [SEP]`.
+        Pass it as `preprocessor(x=...)`, because a positional tuple is read
+        as `(x, y)`.
+
+    Raises:
+        ValueError: A pair that does not hold exactly two strings.
+
+    Example:
+
+    ```python
+    preprocessor(x=string_inputs([("a question", "an answer")]))
+    ```
+    """
+    if not is_pair_input(texts):
+        return tf.constant(list(texts), tf.string)
+    bad = [pair for pair in texts if len(pair) != 2]
+    if bad:
+        raise ValueError(f"A text pair must hold exactly two strings. Received: {bad[0]!r}.")
+    first, second = zip(*texts, strict=True)
+    return tf.constant(list(first), tf.string), tf.constant(list(second), tf.string)
+
+
 def make_dataset(
-    texts: list[str],
+    texts,
     label_ids: list[int] | None,
     preprocessor,
     batch_size: int,
@@ -85,7 +121,7 @@ def make_dataset(
     from `make_training_dataset`.
 
     Args:
-        texts: The texts.
+        texts: The texts, or `(text, text_pair)` tuples.
         label_ids: Class ids aligned with `texts`, or `None` for inputs only.
         preprocessor: The keras-hub preprocessor from `build_preprocessor`.
         batch_size: Global batch size.
@@ -100,16 +136,21 @@ def make_dataset(
     dataset = make_dataset(["good", "bad"], [1, 0], preprocessor, 2)
     ```
     """
+    strings = string_inputs(texts)
     if label_ids is None:
-        dataset = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
+        dataset = tf.data.Dataset.from_tensor_slices(strings)
     else:
-        dataset = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(texts, tf.string), tf.constant(label_ids, tf.int32))
-        )
+        dataset = tf.data.Dataset.from_tensor_slices((strings, tf.constant(label_ids, tf.int32)))
     dataset = dataset.batch(batch_size)
 
-    def tokenize(text, label=None):
-        features = trim_batch(preprocessor(text), pad_to_multiple)
+    def tokenize(*element):
+        # `map` unpacks tuples: the element is the strings (one tensor or a
+        # pair) without labels, and `(strings, label)` with them.
+        if label_ids is None:
+            strings, label = (element if len(element) > 1 else element[0]), None
+        else:
+            strings, label = element
+        features = trim_batch(preprocessor(x=strings), pad_to_multiple)
         return features if label is None else (features, label)
 
     dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
@@ -172,7 +213,7 @@ def bucketed_batches(
 
 
 def make_training_dataset(
-    texts: list[str],
+    texts,
     label_ids: list[int],
     preprocessor,
     batch_size: int,
@@ -193,7 +234,7 @@ def make_training_dataset(
     resumed run has already trained on.
 
     Args:
-        texts: The training texts.
+        texts: The training texts, or `(text, text_pair)` tuples.
         label_ids: Class ids aligned with `texts`.
         preprocessor: The keras-hub preprocessor from `build_preprocessor`.
         batch_size: Global batch size.
@@ -216,6 +257,7 @@ def make_training_dataset(
     model.fit(dataset, epochs=5, steps_per_epoch=math.ceil(len(texts) / 32))
     ```
     """
+    strings = string_inputs(texts)
     batches = []
     for epoch in range(first_epoch, end_epoch):
         if lengths is None:
@@ -224,7 +266,6 @@ def make_training_dataset(
         else:
             batches.extend(bucketed_batches(np.asarray(lengths), batch_size, seed, epoch))
     batches = batches[skip_batches:]
-    text_table = tf.constant(texts, tf.string)
     label_table = tf.constant(label_ids, tf.int32)
     indices = tf.RaggedTensor.from_row_lengths(
         np.concatenate(batches).astype(np.int64), [len(batch) for batch in batches]
@@ -232,7 +273,8 @@ def make_training_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(indices)
 
     def tokenize(indices):
-        features = trim_batch(preprocessor(tf.gather(text_table, indices)), pad_to_multiple)
+        batch = tf.nest.map_structure(lambda table: tf.gather(table, indices), strings)
+        features = trim_batch(preprocessor(x=batch), pad_to_multiple)
         return features, tf.gather(label_table, indices)
 
     dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)

@@ -10,10 +10,9 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from fnn_keras.backbones import save_tokenizer
 from fnn_keras.export import parity
 from fnn_keras.export.onnx import OPSET, export_onnx
-from fnn_keras.export.savedmodel import export_saved_model, write_models_config
+from fnn_keras.export.savedmodel import export_saved_model, text_arguments, write_models_config
 from fnn_keras.export.tflite import (
     VARIANTS,
     TFLiteRunner,
@@ -23,6 +22,7 @@ from fnn_keras.export.tflite import (
 )
 from fnn_keras.export.trained_run import ExportError, TrainedRun
 from fnn_keras.models.classifier import INPUT_NAMES
+from fnn_keras.tokenizer import save_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +98,18 @@ def _file_size(path: str) -> int:
 
 
 def _write_client_files(run: TrainedRun, directory: str) -> None:
-    save_tokenizer(run.tokenizer, directory, run.sequence_length)
+    save_tokenizer(run.tokenizer, directory, run.sequence_length, run.text_pair)
     shutil.copyfile(run.paths.labels, os.path.join(directory, "labels.json"))
 
 
 def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts):
     path = export_saved_model(
-        run.model, run.preprocessor, run.labels, run.paths.run_dir, warmup_texts=warmup_texts
+        run.model,
+        run.preprocessor,
+        run.labels,
+        run.paths.run_dir,
+        warmup_texts=warmup_texts,
+        text_pair=run.text_pair,
     )
     version = int(os.path.basename(path))
     ids_path = export_saved_model(
@@ -125,7 +130,7 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
         if signature == "serving_default":
             probabilities = np.concatenate(
                 [
-                    function(text=tf.constant(texts[i : i + 32]))["probabilities"].numpy()
+                    function(**text_arguments(texts[i : i + 32]))["probabilities"].numpy()
                     for i in range(0, len(texts), 32)
                 ]
             )
@@ -273,11 +278,11 @@ def _export_onnx(run, features, reference, label_ids):
 
 def export_run(
     run: TrainedRun,
-    texts: list[str],
+    texts: list,
     label_ids: list[int] | None = None,
     formats: tuple[str, ...] = FORMATS,
     tflite_variants: tuple[str, ...] = DEFAULT_TFLITE_VARIANTS,
-    calibration_texts: list[str] | None = None,
+    calibration_texts: list | None = None,
 ) -> dict:
     """Export a run to each format and compare every artifact with Keras.
 
@@ -288,7 +293,7 @@ def export_run(
     Args:
         run: The run from `load_trained_run`.
         texts: Texts for the parity check (and the first few for TF Serving
-            warmup).
+            warmup), or `(text, text_pair)` tuples for a sentence-pair run.
         label_ids: Their class ids, for accuracy; `None` when unlabelled.
         formats: Any of `FORMATS`.
         tflite_variants: Any of `tflite.VARIANTS`.

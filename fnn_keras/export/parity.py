@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from fnn_keras.data.pipeline import make_dataset
+from fnn_keras.data.pipeline import make_dataset, string_inputs
 from fnn_keras.models.classifier import INPUT_NAMES
 
 
-def keras_probabilities(model, preprocessor, texts: list[str], batch_size: int = 32):
-    """Probabilities of the Keras model, batches padded to their longest text."""
+def keras_probabilities(model, preprocessor, texts: list, batch_size: int = 32):
+    """Probabilities of the Keras model, batches padded to their longest text.
+
+    `texts` holds strings, or `(text, text_pair)` tuples for a pair model.
+    """
     dataset = make_dataset(texts, None, preprocessor, batch_size)
     return np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
 
 
-def fixed_length_features(preprocessor, texts: list[str]) -> dict[str, np.ndarray]:
-    """Token ids of `texts`, each padded to the preprocessor's sequence length.
+def fixed_length_features(preprocessor, texts: list) -> dict[str, np.ndarray]:
+    """Token ids of `texts` (or text pairs), each padded to the preprocessor's sequence length.
 
     This is what a client holding `vocab.txt` and `tokenizer.json` produces
     for the TFLite and ONNX models.
@@ -28,7 +30,7 @@ def fixed_length_features(preprocessor, texts: list[str]) -> dict[str, np.ndarra
     features["token_ids"].shape  # (1, sequence_length)
     ```
     """
-    features = preprocessor(tf.constant(texts, tf.string))
+    features = preprocessor(x=string_inputs(texts))
     return {name: np.asarray(features[name], dtype=np.int32) for name in INPUT_NAMES}
 
 

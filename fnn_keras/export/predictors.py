@@ -8,11 +8,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from fnn_keras.backbones import BackboneError, load_tokenizer
-from fnn_keras.data.pipeline import build_preprocessor, trim_batch
+from fnn_keras.data.pipeline import build_preprocessor, is_pair_input, string_inputs, trim_batch
 from fnn_keras.data.summary import token_lengths
 from fnn_keras.export import parity
+from fnn_keras.export.savedmodel import text_arguments
 from fnn_keras.export.trained_run import ExportError, load_trained_run
+from fnn_keras.tokenizer import TokenizerError, load_tokenizer, reads_text_pairs
 
 
 class PredictorError(ValueError):
@@ -20,21 +21,33 @@ class PredictorError(ValueError):
 
 
 class _Predictor:
-    """Base of the predictors: `labels` and `predict(texts, batch_size)`."""
+    """Base of the predictors: `labels`, `text_pair` and `predict(texts, batch_size)`."""
 
     labels: list[str]
     tokenizer: object
+    text_pair: bool = False
 
-    def predict(self, texts: list[str], batch_size: int = 32, lengths=None) -> np.ndarray:
+    def predict(self, texts: list, batch_size: int = 32, lengths=None) -> np.ndarray:
         """Return class probabilities, `(len(texts), len(labels))` float32.
 
-        More texts than one batch are batched in order of token length, so
-        each batch pads to a length close to its own texts'. The rows come
-        back in input order. `lengths`, from `token_lengths`, saves
-        tokenizing the texts again when the caller has them.
+        `texts` holds strings, or `(text, text_pair)` tuples when
+        `text_pair` is true. More texts than one batch are batched in order
+        of token length, so each batch pads to a length close to its own
+        texts'. The rows come back in input order. `lengths`, from
+        `token_lengths`, saves tokenizing the texts again when the caller
+        has them.
+
+        Raises:
+            PredictorError: Pairs given to a single-text model, or the
+                reverse.
         """
         if not texts:
             return np.zeros((0, len(self.labels)), np.float32)
+        if is_pair_input(texts) != self.text_pair:
+            expected = "(text, text_pair) tuples" if self.text_pair else "strings"
+            raise PredictorError(
+                f"This model takes {expected}; received {type(texts[0]).__name__} inputs."
+            )
         if len(texts) <= batch_size:
             return self._probabilities(texts, batch_size)
         if lengths is None:
@@ -62,19 +75,23 @@ class KerasPredictor(_Predictor):
         self.labels = run.labels
         self.tokenizer = run.tokenizer
         self.sequence_length = run.sequence_length
+        self.text_pair = run.text_pair
         model, preprocessor = run.model, run.preprocessor
+        spec = tf.TensorSpec([None], tf.string)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-        def classify(texts):
-            return model(trim_batch(preprocessor(texts)), training=False)
+        @tf.function(input_signature=[spec, spec] if self.text_pair else [spec])
+        def classify(*strings):
+            strings = strings if self.text_pair else strings[0]
+            return model(trim_batch(preprocessor(x=strings)), training=False)
 
         self._classify = classify
 
-    def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
-        batches = [
-            self._classify(tf.constant(texts[i : i + batch_size], tf.string)).numpy()
-            for i in range(0, len(texts), batch_size)
-        ]
+    def _probabilities(self, texts: list, batch_size: int) -> np.ndarray:
+        batches = []
+        for i in range(0, len(texts), batch_size):
+            strings = string_inputs(texts[i : i + batch_size])
+            strings = strings if self.text_pair else (strings,)
+            batches.append(self._classify(*strings).numpy())
         return np.concatenate(batches).astype(np.float32)
 
 
@@ -95,16 +112,17 @@ class SavedModelPredictor(_Predictor):
             self.tokenizer, self.sequence_length = load_tokenizer(
                 os.path.join(run_dir, "tokenizer")
             )
-        except BackboneError as error:
+            self.text_pair = reads_text_pairs(os.path.join(run_dir, "tokenizer"))
+        except TokenizerError as error:
             raise PredictorError(str(error)) from None
         if "text" not in self.function.structured_input_signature[1]:
             self.preprocessor = build_preprocessor(self.tokenizer, self.sequence_length)
 
-    def _call(self, batch: list[str]) -> np.ndarray:
+    def _call(self, batch: list) -> np.ndarray:
         if self.preprocessor is None:
-            outputs = self.function(text=tf.constant(batch, tf.string))
+            outputs = self.function(**text_arguments(batch))
         else:
-            features = trim_batch(self.preprocessor(tf.constant(batch, tf.string)))
+            features = trim_batch(self.preprocessor(x=string_inputs(batch)))
             outputs = self.function(**features)
         return outputs["probabilities"].numpy()
 
@@ -120,9 +138,10 @@ class _TokenIdPredictor(_Predictor):
         directory = os.path.dirname(os.path.abspath(path))
         try:
             tokenizer, self.sequence_length = load_tokenizer(directory)
+            self.text_pair = reads_text_pairs(directory)
             with open(os.path.join(directory, "labels.json"), encoding="utf-8") as file:
                 self.labels = json.load(file)
-        except (BackboneError, OSError, ValueError) as error:
+        except (TokenizerError, OSError, ValueError) as error:
             raise PredictorError(
                 f"{path}: the tokenizer files beside it (tokenizer.json, vocab.txt, "
                 f"labels.json) are missing or invalid: {error}"

@@ -1,4 +1,10 @@
-"""SavedModel export in the TF Serving layout, with tokenization in the graph."""
+"""SavedModel export in the TF Serving layout, with tokenization in the graph.
+
+The raw-text SavedModel has three signatures. `serving_default` takes text
+and `predict_ids` takes token ids, and both return probabilities. `tokenize`
+takes text and returns the token ids that `serving_default` computes.
+`export_saved_model` describes them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from fnn_keras.data.pipeline import trim_batch
+from fnn_keras.data.pipeline import string_inputs, trim_batch
 from fnn_keras.models.classifier import INPUT_NAMES
 
 logger = logging.getLogger(__name__)
@@ -42,16 +48,32 @@ def _outputs(probabilities, label_table):
     }
 
 
-def write_warmup_requests(path: str, model_name: str, texts: list[str]) -> None:
+def text_arguments(texts) -> dict[str, tf.Tensor]:
+    """Return the raw-text signature arguments for texts or `(text, text_pair)` tuples.
+
+    Example:
+
+    ```python
+    signature(**text_arguments([("a question", "an answer")]))
+    ```
+    """
+    strings = string_inputs(texts)
+    if isinstance(strings, tuple):
+        return {"text": strings[0], "text_pair": strings[1]}
+    return {"text": strings}
+
+
+def write_warmup_requests(path: str, model_name: str, texts: list) -> None:
     """Write TF Serving warmup records: one `PredictionLog` per text.
 
     Each record is a `serving_default` Predict request with a batch of one
-    text, built with the tensorflow-serving-api protos.
+    text (or one text pair), built with the tensorflow-serving-api protos.
 
     Args:
         path: Destination, `<version>/assets.extra/tf_serving_warmup_requests`.
         model_name: The model name TF Serving serves the export under.
-        texts: The texts to send; at most a few are needed.
+        texts: The texts, or `(text, text_pair)` tuples, to send; at most a
+            few are needed.
 
     Example:
 
@@ -67,9 +89,8 @@ def write_warmup_requests(path: str, model_name: str, texts: list[str]) -> None:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
             )
-            request.inputs["text"].CopyFrom(
-                tf.make_tensor_proto([text.encode("utf-8")], dtype=tf.string)
-            )
+            for name, value in text_arguments([text]).items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
@@ -113,28 +134,37 @@ def export_saved_model(
     preprocessor,
     labels: list[str],
     model_dir: str,
-    warmup_texts: list[str] | None = None,
+    warmup_texts: list | None = None,
     version: int | None = None,
+    text_pair: bool = False,
 ) -> str:
     """Export `model` as the next numbered SavedModel version for TF Serving.
 
-    Two signatures share the weights:
+    The export has three signatures:
 
-    - `serving_default`: input `text`, a batch of raw UTF-8 strings;
-      tokenization runs inside the graph with TensorFlow Text ops.
+    - `serving_default`: input `text`, a batch of raw UTF-8 strings, and
+      for a sentence-pair model also `text_pair`; tokenization runs inside
+      the graph with TensorFlow Text ops.
     - `predict_ids`: inputs `token_ids`, `segment_ids` and `padding_mask`,
       int32 `(batch, sequence)`, as a client makes them from the tokenizer
       files. Its function has no TensorFlow Text ops.
+    - `tokenize`: input `text`, as for `serving_default`. It returns the
+      features that `serving_default` feeds the model, from the same
+      preprocessor: `token_ids`, `segment_ids` and `padding_mask`, int32
+      `(batch, longest)`. `longest` is the token count of the batch's
+      longest text after truncation, `[CLS]` and `[SEP]` included. Clients
+      can check their own ids against it, cut to the same length.
 
-    Both return `probabilities` (float32, `(batch, num_labels)`), `label`
-    (string) and `label_id` (int32). The version is written to a temporary
-    directory beside the final one and renamed into place when complete, so a
-    server watching `model_dir` never sees half an export.
+    `serving_default` and `predict_ids` return `probabilities` (float32,
+    `(batch, num_labels)`), `label` (string) and `label_id` (int32). The
+    version is written to a temporary directory beside the final one and
+    renamed into place when complete, so a server watching `model_dir` never
+    sees half an export.
 
     With `preprocessor=None`, the export holds only the token-id function,
-    under both `serving_default` and `predict_ids`. Loading a SavedModel
-    registers every op of every function in it, so only such an export loads
-    where TensorFlow Text ops are missing.
+    under both `serving_default` and `predict_ids`, and has no `tokenize`.
+    Loading a SavedModel registers every op of every function in it, so
+    only such an export loads where TensorFlow Text ops are missing.
 
     Args:
         model: The trained classifier taking token-id dictionaries.
@@ -142,9 +172,12 @@ def export_saved_model(
             for a token-id-only export.
         labels: Label names in class-id order.
         model_dir: `<export_dir>/<run_name>`; versions go below it.
-        warmup_texts: Texts for `assets.extra/tf_serving_warmup_requests`;
-            `None` writes no warmup file. Needs `preprocessor`.
+        warmup_texts: Texts (or `(text, text_pair)` tuples) for
+            `assets.extra/tf_serving_warmup_requests`; `None` writes no
+            warmup file. Needs `preprocessor`.
         version: Version number; defaults to `next_version(model_dir)`.
+        text_pair: The model reads sentence pairs: `serving_default` and
+            `tokenize` then take a second string input, `text_pair`.
 
     Returns:
         The path of the new version directory.
@@ -183,12 +216,35 @@ def export_saved_model(
             preprocessor(tf.constant([""]))
         archive.track(preprocessor)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-        def serve_text(text):
-            features = trim_batch(preprocessor(text))
-            return _outputs(model(features, training=False), label_table)
+        if text_pair:
+            pair_signature = [
+                tf.TensorSpec([None], tf.string, name="text"),
+                tf.TensorSpec([None], tf.string, name="text_pair"),
+            ]
+
+            @tf.function(input_signature=pair_signature)
+            def serve_text(text, text_pair):
+                features = trim_batch(preprocessor(x=(text, text_pair)))
+                return _outputs(model(features, training=False), label_table)
+
+            @tf.function(input_signature=pair_signature)
+            def serve_tokenize(text, text_pair):
+                return trim_batch(preprocessor(x=(text, text_pair)))
+
+        else:
+            text_signature = [tf.TensorSpec([None], tf.string, name="text")]
+
+            @tf.function(input_signature=text_signature)
+            def serve_text(text):
+                features = trim_batch(preprocessor(text))
+                return _outputs(model(features, training=False), label_table)
+
+            @tf.function(input_signature=text_signature)
+            def serve_tokenize(text):
+                return trim_batch(preprocessor(text))
 
         archive.add_endpoint("serving_default", serve_text)
+        archive.add_endpoint("tokenize", serve_tokenize)
     else:
         archive.add_endpoint("serving_default", serve_ids)
         warmup_texts = None

@@ -9,12 +9,12 @@ import zipfile
 
 import keras
 
-from fnn_keras.backbones import BackboneError, load_tokenizer
 from fnn_keras.config import ConfigError, config_from_dict, load_yaml
 from fnn_keras.data.labels import LabelVocabulary
 from fnn_keras.data.pipeline import build_preprocessor
 from fnn_keras.data.readers import demo_data_paths
 from fnn_keras.layout import RunPaths
+from fnn_keras.tokenizer import TokenizerError, load_tokenizer, reads_text_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class TrainedRun:
         labels: Label names in class-id order.
         sequence_length: Tokens per text used in training.
         dev_path: The run's dev file, if its config names one that exists.
+        text_pair: The model reads `(text, text_pair)` sentence pairs.
     """
 
     paths: RunPaths
@@ -44,6 +45,7 @@ class TrainedRun:
     labels: list[str]
     sequence_length: int
     dev_path: str | None
+    text_pair: bool = False
 
 
 def _resolve(run: str, export_dir: str) -> RunPaths:
@@ -109,8 +111,9 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         ) from None
     try:
         tokenizer, sequence_length = load_tokenizer(paths.tokenizer)
+        text_pair = reads_text_pairs(paths.tokenizer)
         labels = LabelVocabulary.load(paths.labels).labels
-    except (BackboneError, OSError, ValueError) as error:
+    except (TokenizerError, OSError, ValueError) as error:
         raise ExportError(f"{paths.run_dir}: {error}") from None
 
     dev_path = None
@@ -131,4 +134,5 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         labels=labels,
         sequence_length=sequence_length,
         dev_path=dev_path,
+        text_pair=text_pair,
     )

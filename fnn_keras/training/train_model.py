@@ -39,6 +39,10 @@ class TrainingModel(keras.Model):
         loss: A Keras loss with `reduction=None`, applied per example.
         jit_compile: Compile each replica's forward and backward pass with
             XLA.
+        class_weights: Loss weight of each class id, or `None` for none.
+            A training example's loss is multiplied by its class's weight
+            and the sum is still divided by the example count, as Keras's
+            `class_weight` does. Dev losses and all metrics are unweighted.
 
     Example:
 
@@ -53,7 +57,14 @@ class TrainingModel(keras.Model):
     ```
     """
 
-    def __init__(self, model: keras.Model, loss: keras.losses.Loss, jit_compile=False, **kwargs):
+    def __init__(
+        self,
+        model: keras.Model,
+        loss: keras.losses.Loss,
+        jit_compile=False,
+        class_weights=None,
+        **kwargs,
+    ):
         super().__init__(name=kwargs.pop("name", "training_model"), **kwargs)
         if loss.reduction is not None:
             raise ValueError(
@@ -61,6 +72,9 @@ class TrainingModel(keras.Model):
             )
         self.classifier = model
         self.per_example_loss = loss
+        self.class_weights = (
+            None if class_weights is None else tf.constant(class_weights, tf.float32)
+        )
         self._sums = tf.function(self._loss_sum_and_gradients, jit_compile=jit_compile)
         self._eval_sums = tf.function(self._loss_sum_and_outputs, jit_compile=jit_compile)
 
@@ -95,14 +109,18 @@ class TrainingModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(data)
+        loss_weight = sample_weight
+        if self.class_weights is not None:
+            weights = tf.gather(self.class_weights, tf.reshape(tf.cast(y, tf.int32), [-1]))
+            loss_weight = weights if sample_weight is None else weights * sample_weight
         if not self.trainable_variables:
             warnings.warn(
                 "The model has no trainable weights; fit only computes the loss.", stacklevel=2
             )
-            loss_sum, probabilities = self._eval_sums(x, y, sample_weight)
+            loss_sum, probabilities = self._eval_sums(x, y, loss_weight)
             gradients = []
         else:
-            loss_sum, probabilities, gradients = self._sums(x, y, sample_weight)
+            loss_sum, probabilities, gradients = self._sums(x, y, loss_weight)
         count = _batch_size(x, loss_sum.dtype)
         global_count = tf.distribute.get_replica_context().all_reduce("SUM", count)
         scale = tf.math.divide_no_nan(tf.constant(1.0, loss_sum.dtype), global_count)
@@ -165,6 +183,7 @@ def build_training_model(
     total_steps: int,
     jit_compile: bool = False,
     classifier: keras.Model | None = None,
+    class_weights: list[float] | None = None,
 ) -> TrainingModel:
     """Build and compile the model a run trains, from its configuration.
 
@@ -182,6 +201,8 @@ def build_training_model(
         classifier: A classifier to train in place of the one `config.model`
             describes, built on `backbone` (the benchmarks pass other
             heads).
+        class_weights: Loss weight of each class id (see `TrainingModel`);
+            `None` or all ones weighs every example the same.
 
     Returns:
         A compiled `TrainingModel`; its `classifier` is the model to save.
@@ -212,6 +233,9 @@ def build_training_model(
         classifier,
         keras.losses.SparseCategoricalCrossentropy(reduction=None),
         jit_compile=jit_compile,
+        class_weights=None
+        if class_weights is None or set(class_weights) == {1.0}
+        else class_weights,
     )
     # XLA is applied per replica by `TrainingModel`; Keras's own
     # `jit_compile` would compile the multi-replica step as one.

@@ -17,18 +17,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fnn_keras.backbones import BackboneError, load_backbone, save_tokenizer
+from fnn_keras.backbones import backbone_max_positions, load_backbone
 from fnn_keras.config import Config, ConfigError, save_config
-from fnn_keras.data.labels import LabelVocabulary
+from fnn_keras.data.labels import build_vocabulary, class_weights
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
 from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
-from fnn_keras.data.summary import log_summary, summarize_split, token_lengths
+from fnn_keras.data.summary import (
+    log_summary,
+    shared_texts,
+    summarize_split,
+    summary_markdown,
+    token_lengths,
+)
 from fnn_keras.evaluation.metrics import classification_metrics
 from fnn_keras.evaluation.report import write_report
 from fnn_keras.export.exporter import export_run
 from fnn_keras.export.parity import keras_probabilities
 from fnn_keras.export.trained_run import load_trained_run
 from fnn_keras.layout import RunPaths, run_paths
+from fnn_keras.tokenizer import save_tokenizer
 from fnn_keras.training.callbacks import NonFiniteLossError, build_callbacks, read_backup
 from fnn_keras.training.precision import (
     float32_copy,
@@ -107,17 +114,40 @@ def _check_run_is_new(paths: RunPaths) -> None:
 
 def read_splits(config: Config) -> tuple[Examples, Examples]:
     """Read the train and dev splits named in the config, or the demo data."""
-    train_path, dev_path = config.data.train, config.data.dev
+    data = config.data
+    train_path, dev_path = data.train, data.dev
     if train_path is None:
         train_path, dev_path = demo_data_paths()
         logger.info("No --train/--dev given: using the demo data in %s", train_path)
-    train = read_examples(train_path, config.data.text_column, config.data.label_column)
-    dev = read_examples(dev_path, config.data.text_column, config.data.label_column)
-    limit = config.data.max_train_examples
+    options = dict(
+        text_pair_column=data.text_pair_column,
+        encoding=data.encoding,
+        on_bad_row=data.on_bad_row,
+    )
+    train = read_examples(train_path, data.text_column, data.label_column, **options)
+    dev = read_examples(dev_path, data.text_column, data.label_column, **options)
+    limit = data.max_train_examples
     if limit is not None and limit < len(train):
         logger.info("Keeping the first %d of %d training examples.", limit, len(train))
+        dropped = len(train) - limit
         train = train.head(limit)
+        train.skipped["beyond --max-train-examples"] = dropped
     return train, dev
+
+
+def _write_summary_text(log_dir: str, summary: dict) -> None:
+    """Write the data summary to TensorBoard's Text tab, under `data/`."""
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, "data"))
+    with writer.as_default():
+        tf.summary.text("data_summary", summary_markdown(summary), step=0)
+    writer.close()
+
+
+def _sequence_length_message(sequence_length: int, max_positions: int) -> str:
+    return (
+        f"sequence_length={sequence_length} exceeds the backbone's {max_positions} "
+        f"positions; pass --sequence-length {max_positions} or less."
+    )
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -202,6 +232,9 @@ def train(
     ```
     """
     training = config.training
+    max_positions = backbone_max_positions(config.model.backbone)
+    if max_positions is not None and config.data.sequence_length > max_positions:
+        raise ConfigError(_sequence_length_message(config.data.sequence_length, max_positions))
     if strategy is None:
         try:
             devices = split_cpu(training.cpu_devices) if training.cpu_devices else None
@@ -215,13 +248,13 @@ def train(
 
     # === Data ===
     train_examples, dev_examples = read_splits(config)
-    labels = LabelVocabulary.from_labels(train_examples.labels)
-    if len(labels) < 2:
-        raise ConfigError(
-            f"{train_examples.path}: training needs at least 2 distinct labels. "
-            f"Found: {', '.join(labels.labels)}."
-        )
-    labels.check(dev_examples.labels, dev_examples.path)
+    labels = build_vocabulary(
+        train_examples.labels,
+        dev_examples.labels,
+        config.data.labels,
+        train_examples.path,
+        dev_examples.path,
+    )
 
     run_name = config.output.run_name or new_run_name(
         config.output.export_dir, config.output.log_dir
@@ -351,18 +384,30 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         math.ceil(batch_size / replicas),
     )
 
+    weights = class_weights(training.class_weight, labels, train_examples.labels)
+    if training.class_weight != "none":
+        logger.info(
+            "Class weights: %s",
+            ", ".join(f"{label}={w:.4g}" for label, w in zip(labels.labels, weights, strict=True)),
+        )
+
     # === Model, under the strategy ===
     jit_compile = resolve_jit_compile(training.jit_compile, training.deterministic)
     mixed_precision = resolve_mixed_precision(training.mixed_precision)
     with strategy.scope(), precision_policy(mixed_precision):
         bundle = load_backbone(config.model.backbone, seed=training.seed)
         if config.data.sequence_length > bundle.max_sequence_length:
-            raise BackboneError(
-                f"sequence_length={config.data.sequence_length} exceeds the "
-                f"backbone's {bundle.max_sequence_length} positions; pass "
-                f"--sequence-length {bundle.max_sequence_length} or less."
+            raise ConfigError(
+                _sequence_length_message(config.data.sequence_length, bundle.max_sequence_length)
             )
-        model = build_training_model(config, bundle.backbone, len(labels), total_steps, jit_compile)
+        model = build_training_model(
+            config,
+            bundle.backbone,
+            len(labels),
+            total_steps,
+            jit_compile,
+            class_weights=weights,
+        )
         classifier = model.classifier
     logger.info(
         "Training with %s compute, XLA %s",
@@ -378,25 +423,37 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     # === Input pipelines ===
     preprocessor = build_preprocessor(bundle.tokenizer, config.data.sequence_length)
     # The train lengths also drive bucketing, so the texts are tokenized once.
-    train_lengths = token_lengths(bundle.tokenizer, train_examples.texts)
+    train_lengths = token_lengths(bundle.tokenizer, train_examples.inputs)
     summary = {}
     for name, examples, lengths in (
         ("train", train_examples, train_lengths),
         ("dev", dev_examples, None),
     ):
         summary[name] = summarize_split(
-            examples, bundle.tokenizer, config.data.sequence_length, lengths
+            examples,
+            bundle.tokenizer,
+            config.data.sequence_length,
+            lengths,
+            max_positions=bundle.max_sequence_length,
         )
-        log_summary(name, summary[name], config.data.sequence_length)
+        log_summary(name, summary[name])
+    summary["dev_texts_in_train"] = shared_texts(train_examples.inputs, dev_examples.inputs)
+    if summary["dev_texts_in_train"]:
+        logger.warning(
+            "%d dev example(s) have a text that is also in the training data.",
+            summary["dev_texts_in_train"],
+        )
+    summary["class_weights"] = dict(zip(labels.labels, weights, strict=True))
     with open(own.data_summary, "w", encoding="utf-8") as file:
         json.dump(summary, file, ensure_ascii=False, indent=2)
+    _write_summary_text(own.log_dir, summary)
     train_label_ids = labels.encode(train_examples.labels)
     dev_label_ids = labels.encode(dev_examples.labels)
     # XLA compiles once per input shape; lengths rounded up to a multiple of
     # XLA_LENGTH_MULTIPLE leave a few shapes instead of one per length.
     pad_to_multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
     dev_data = make_dataset(
-        dev_examples.texts, dev_label_ids, preprocessor, batch_size, pad_to_multiple
+        dev_examples.inputs, dev_label_ids, preprocessor, batch_size, pad_to_multiple
     )
 
     # === Fit, resuming from a backup if there is one ===
@@ -424,7 +481,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     try:
         for first, end, skip in phases:
             data = make_training_dataset(
-                train_examples.texts,
+                train_examples.inputs,
                 train_label_ids,
                 preprocessor,
                 batch_size,
@@ -480,7 +537,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
 
     # === Evaluate and save, in float32 and outside the strategy ===
     final = float32_copy(classifier)
-    probabilities = keras_probabilities(final, preprocessor, dev_examples.texts, batch_size)
+    probabilities = keras_probabilities(final, preprocessor, dev_examples.inputs, batch_size)
     predicted = np.argmax(probabilities, axis=-1)
     metrics = classification_metrics(np.array(dev_label_ids), predicted, labels.labels)
     metrics["split"] = dev_examples.path
@@ -488,7 +545,12 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     write_report(metrics, paths.run_dir, title=f"Dev evaluation of run {paths.run_name}")
 
     final.save(paths.model)
-    save_tokenizer(bundle.tokenizer, paths.tokenizer, config.data.sequence_length)
+    save_tokenizer(
+        bundle.tokenizer,
+        paths.tokenizer,
+        config.data.sequence_length,
+        text_pair=config.data.text_pair_column is not None,
+    )
     export_report = None
     if config.output.export:
         # Export from the saved file: this exports exactly what
@@ -496,9 +558,9 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         run = load_trained_run(paths.run_dir)
         export_report = export_run(
             run,
-            dev_examples.texts,
+            dev_examples.inputs,
             dev_label_ids,
-            calibration_texts=train_examples.texts,
+            calibration_texts=train_examples.inputs,
         )
     return RunResult(
         paths=paths,
