@@ -150,3 +150,40 @@ def test_truncation_warning_names_covering_length(tiny_bundle, caplog):
         f"--sequence-length {summary['suggested_sequence_length']} would cover 95%" in caplog.text
     )
     assert summary["suggested_sequence_length"] == 21
+
+
+def test_empty_texts_are_skipped_and_the_loss_stays_finite(tmp_path, strategies):
+    from conftest import SMALL_DEV, SMALL_TRAIN, scalar_values, write_tsv
+    from fnn_keras.config import config_from_dict
+    from fnn_keras.training.trainer import train
+
+    rows = SMALL_TRAIN + [("", "pos"), ("   ", "neg"), ("\t", "pos"), ("\u3000", "neg")]
+    train_path = tmp_path / "train.tsv"
+    # The tab row has three fields; write it by hand so the file keeps it.
+    write_tsv(train_path, [row for row in rows if row[0] != "\t"])
+    with open(train_path, "a", encoding="utf-8") as file:
+        file.write("\t\tpos\n")
+    config = config_from_dict(
+        {
+            "data": {"train": str(train_path), "dev": write_tsv(tmp_path / "dev.tsv", SMALL_DEV)},
+            "model": {"backbone": "tiny", "feedback_units": 8},
+            "training": {"epochs": 1, "batch_size": 4, "log_every_steps": 1},
+            "output": {
+                "run_name": "run",
+                "export": False,
+                "export_dir": str(tmp_path / "exported"),
+                "log_dir": str(tmp_path / "logs"),
+            },
+        }
+    )
+    result = train(config, strategy=strategies[1], verbose=0)
+    with open(result.paths.data_summary, encoding="utf-8") as file:
+        summary = json.load(file)["train"]
+    assert summary["kept"] == len(SMALL_TRAIN)
+    assert summary["skipped"] == {
+        "empty text": 3,
+        "wrong number of fields (expected 2)": 1,
+    }
+    losses = scalar_values(str(tmp_path / "logs" / "run" / "train"), "batch_loss")
+    assert losses
+    assert all(np.isfinite(value) for value in losses.values())
