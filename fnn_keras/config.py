@@ -210,18 +210,33 @@ class Config:
                 f"Received: train={self.data.train!r}, dev={self.data.dev!r}."
             )
         _check_choice("data.on_bad_row", self.data.on_bad_row, ON_BAD_ROW_CHOICES)
+        columns = {
+            "--text-column": self.data.text_column,
+            "--text-pair-column": self.data.text_pair_column,
+            "--label-column": self.data.label_column,
+        }
+        named = [column for column in columns.values() if column is not None]
+        if len(set(named)) != len(named):
+            listed = ", ".join(f"{flag} {column!r}" for flag, column in columns.items() if column)
+            raise ConfigError(f"The data columns must differ. Received: {listed}.")
         try:
             codecs.lookup(self.data.encoding)
         except LookupError:
             raise ConfigError(
-                f"data.encoding {self.data.encoding!r} is not an encoding Python knows; "
+                f"data.encoding (--encoding) {self.data.encoding!r} is not an encoding Python knows; "
                 "use for example utf-8, gb18030 or latin-1."
             ) from None
         if self.data.labels is not None:
             labels = self.data.labels
-            if len(labels) < 2 or len(set(labels)) != len(labels):
+            repeated = sorted({label for label in labels if labels.count(label) > 1})
+            if repeated:
                 raise ConfigError(
-                    f"data.labels must list 2 or more distinct labels. Received: {labels!r}."
+                    f"data.labels (--labels) lists {', '.join(map(repr, repeated))} more than "
+                    f"once. Received: {labels!r}."
+                )
+            if len(labels) < 2:
+                raise ConfigError(
+                    f"data.labels (--labels) must list 2 or more labels. Received: {labels!r}."
                 )
         self.training.class_weight = parse_class_weight(self.training.class_weight)
         _check_positive("model.feedback_units", self.model.feedback_units)
@@ -311,8 +326,13 @@ def parse_class_weight(value: Any) -> str | dict[str, float]:
             label, equals, weight = item.rpartition("=")
             if not equals or not label.strip():
                 raise ConfigError(
-                    "training.class_weight must be none, balanced or label=weight pairs "
-                    f"such as neg=1,pos=3. Received: {value!r}."
+                    "training.class_weight (--class-weight) must be none, balanced or "
+                    f"label=weight pairs such as neg=1,pos=3. Received: {value!r}."
+                )
+            if label.strip() in pairs:
+                raise ConfigError(
+                    f"training.class_weight (--class-weight) gives label {label.strip()!r} "
+                    f"more than one weight. Received: {value!r}."
                 )
             pairs[label.strip()] = weight.strip()
         value = pairs
@@ -329,8 +349,8 @@ def parse_class_weight(value: Any) -> str | dict[str, float]:
             number = math.nan
         if isinstance(weight, bool) or not math.isfinite(number) or number <= 0:
             raise ConfigError(
-                f"training.class_weight: the weight of label {label!r} must be a positive "
-                f"number. Received: {weight!r}."
+                f"training.class_weight (--class-weight): the weight of label {label!r} must "
+                f"be a positive number. Received: {weight!r}."
             )
         weights[str(label)] = number
     return weights

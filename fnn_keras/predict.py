@@ -65,7 +65,8 @@ def _read_texts(args) -> list[str]:
             f"{source}: invalid UTF-8 byte {error.object[error.start]:#04x} at byte "
             f"{error.start}; convert it to UTF-8."
         )
-    return _split_lines(text)
+    # A byte-order mark is an encoding marker, not part of the first text.
+    return _split_lines(text.removeprefix("\ufeff"))
 
 
 def _split_lines(text: str) -> list[str]:

@@ -42,3 +42,12 @@ def test_directory_as_file_is_one_line_error(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1
     assert str(tmp_path) in error[0]
+
+
+def test_file_with_byte_order_mark(tmp_path):
+    from fnn_keras import predict
+
+    path = tmp_path / "texts.txt"
+    path.write_bytes("\ufeffgood film\nbad film\n".encode())
+    args = predict.build_parser().parse_args(["run", "--file", str(path)])
+    assert predict._read_texts(args) == ["good film", "bad film"]

@@ -51,12 +51,15 @@ class LabelVocabulary:
         """Build the vocabulary from training labels, sorted."""
         return cls(sorted(set(labels), key=_sort_key))
 
-    def check(self, labels: list[str], source: str) -> None:
-        """Raise `LabelError` listing labels outside the vocabulary, with counts."""
+    def check(self, labels: list[str], source: str, known: str = "the training labels") -> None:
+        """Raise `LabelError` listing labels outside the vocabulary, with counts.
+
+        `known` names where the vocabulary came from, for the message.
+        """
         unknown = collections.Counter(x for x in labels if x not in self._ids)
         if unknown:
             raise LabelError(
-                f"{source}: label(s) not in the training labels: {_counts_text(unknown)}. "
+                f"{source}: label(s) not in {known}: {_counts_text(unknown)}. "
                 f"Known labels: {', '.join(self.labels)}."
             )
 
@@ -113,7 +116,7 @@ def build_vocabulary(
         vocabulary = LabelVocabulary.from_labels(train_labels)
     else:
         vocabulary = LabelVocabulary(list(declared))
-        vocabulary.check(train_labels, train_source)
+        vocabulary.check(train_labels, train_source, known="--labels")
         missing = [label for label in vocabulary.labels if label not in counts]
         if missing:
             raise LabelError(
@@ -126,7 +129,10 @@ def build_vocabulary(
             f"{train_source}: training needs at least 2 distinct labels. "
             f"Found: {_counts_text(counts)}."
         )
-    vocabulary.check(dev_labels, dev_source)
+    try:
+        vocabulary.check(dev_labels, dev_source)
+    except LabelError as error:
+        raise LabelError(f"{error} Training label counts: {_counts_text(counts)}.") from None
     return vocabulary
 
 

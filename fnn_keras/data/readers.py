@@ -96,10 +96,9 @@ def demo_data_paths() -> tuple[str, str]:
 
 
 def _label_to_string(value) -> str | None:
-    if value is None or isinstance(value, (dict, list)):
+    # JSON Lines readers reject other types before this; see _rows_from_jsonl.
+    if value is None:
         return None
-    if isinstance(value, bool):
-        return str(value).lower()
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
@@ -234,14 +233,20 @@ def _rows_from_delimited(path, content, fmt, text_column, pair_column, label_col
             yield _Row(blank_line, problem="blank line")
         blank_lines.clear()
 
-        if len(fields) != expected:
-            if any("\n" in field or "\r" in field for field in fields):
+        label_breaks = len(fields) == expected and any(
+            "\n" in fields[index] or "\r" in fields[index]
+            for index in range(expected)
+            if index not in (text_index, pair_index)
+        )
+        if len(fields) != expected or label_breaks:
+            if label_breaks or any("\n" in field or "\r" in field for field in fields):
                 # A quote that is never closed swallows the lines after it
                 # into one field; skipping that "row" would drop them all.
                 raise DataError(
                     f"{path}:{line}: a quoted field starting on this line spans several "
-                    f"lines and leaves a row of {len(fields)} fields instead of {expected}; "
-                    "check for an unclosed quote."
+                    f"lines and leaves a row of {len(fields)} field(s) where {expected} are "
+                    "expected, or a line break in a column other than the texts; check for an "
+                    "unclosed quote."
                 )
             yield _Row(
                 line,
@@ -282,10 +287,22 @@ def _rows_from_jsonl(path, content, text_column, pair_column, label_column):
                 problem = f"{role} is not a string"
                 detail = f"{role} is not a string (key {key!r} is a JSON {found})"
                 break
+        label = record.get(label_column)
+        if problem is None and not (
+            label is None
+            or isinstance(label, str)
+            or (isinstance(label, int) and not isinstance(label, bool))
+            or (isinstance(label, float) and label.is_integer())
+        ):
+            found = _JSON_TYPE_NAMES.get(type(label), type(label).__name__)
+            if isinstance(label, float):
+                found = "number with a fraction"
+            problem = "label is not a string or integer"
+            detail = f"{problem} (key {label_column!r} is a JSON {found})"
         if problem is not None:
             yield _Row(line, problem=problem, detail=detail)
             continue
-        yield _Row(line, text, pair, record.get(label_column))
+        yield _Row(line, text, pair, label)
 
 
 def _find_problem(row: _Row, label: str | None, has_pairs: bool) -> str | None:
@@ -382,6 +399,8 @@ def read_examples(
         raise DataError(
             f"{path}: invalid on_bad_row {on_bad_row!r}; pass {choices} (the --on-bad-row flag)."
         )
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a directory; pass a .tsv, .csv or .jsonl file.")
     extension = os.path.splitext(path)[1].lower()
     fmt = FORMATS.get(extension)
     if fmt is None:

@@ -71,7 +71,8 @@ def summarize_split(
         A JSON-ready dict. `duplicates` counts texts equal to an earlier
         text of the split; `duplicates_with_other_label` counts those whose
         label differs from the earlier one. `suggested_sequence_length` is
-        the length that covers 95% of the texts, capped at `max_positions`.
+        the length that covers 95% of the texts, capped at `max_positions`;
+        `suggested_coverage` is the fraction of texts it covers.
 
     Example:
 
@@ -111,6 +112,7 @@ def summarize_split(
         "truncated": truncated,
         "truncated_fraction": round(truncated / len(examples), 4),
         "suggested_sequence_length": int(suggested),
+        "suggested_coverage": round(float((lengths <= suggested).mean()), 4),
     }
 
 
@@ -153,8 +155,8 @@ def log_summary(name: str, summary: dict) -> None:
     if summary["truncated_fraction"] > TRUNCATION_WARNING_FRACTION:
         suggested = summary["suggested_sequence_length"]
         if suggested > summary["sequence_length"]:
-            message += " --sequence-length %d would cover %d%% of them."
-            args += [suggested, COVERAGE_PERCENTILE]
+            message += " --sequence-length %d would cover %.1f%% of the texts."
+            args += [suggested, 100 * summary["suggested_coverage"]]
         else:
             message += " The backbone's maximum, %d, is the longest possible."
             args += [suggested]
@@ -195,10 +197,19 @@ def summary_markdown(summary: dict) -> str:
             lambda s: f"{s['duplicates']} ({s['duplicates_with_other_label']})",
         ),
         (
-            "tokens p50 / p95 / max",
-            lambda s: "{p50} / {p95} / {max}".format(**s["token_length"]),
+            "tokens p50 / p90 / p95 / p99 / max",
+            lambda s: "{p50} / {p90} / {p95} / {p99} / {max}".format(**s["token_length"]),
         ),
-        ("truncated", lambda s: f"{s['truncated']} ({100 * s['truncated_fraction']:.1f}%)"),
+        (
+            "truncated at sequence length",
+            lambda s: (
+                f"{s['truncated']} ({100 * s['truncated_fraction']:.1f}%) at {s['sequence_length']}"
+            ),
+        ),
+        (
+            "suggested sequence length (covers)",
+            lambda s: f"{s['suggested_sequence_length']} ({100 * s['suggested_coverage']:.1f}%)",
+        ),
     ]
     lines = ["| | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
     for title, cell in rows:

@@ -38,11 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Labelled file for the parity check. Default: the run's dev file.",
     )
     parser.add_argument(
-        "--text-column", default="text", help="Text column of --data. Default: text."
+        "--text-column", help="Text column of --data. Default: the run's text column."
     )
     parser.add_argument(
-        "--label-column", default="label", help="Label column of --data. Default: label."
+        "--text-pair-column",
+        help="Second-text column of --data, for a sentence-pair run. Default: the run's.",
     )
+    parser.add_argument(
+        "--label-column", help="Label column of --data. Default: the run's label column."
+    )
+    parser.add_argument("--encoding", help="Encoding of --data. Default: the run's encoding.")
     parser.add_argument(
         "--parity-examples",
         type=int,
@@ -71,12 +76,28 @@ def main(argv: list[str] | None = None) -> None:
         data_path = args.data or run.dev_path
         if data_path is None:
             raise ExportError("The run names no dev file that exists here; pass --data FILE.")
-        examples = read_examples(data_path, args.text_column, args.label_column)
+        data = run.data
+        examples = read_examples(
+            data_path,
+            args.text_column or data.text_column,
+            args.label_column or data.label_column,
+            text_pair_column=args.text_pair_column or data.text_pair_column,
+            encoding=args.encoding or data.encoding,
+        )
+        if run.text_pair and examples.pairs is None:
+            raise ExportError(
+                f"{run.paths.run_dir} was trained on text pairs; pass --text-pair-column "
+                f"with the second-text column of {data_path}."
+            )
+        if not run.text_pair and examples.pairs is not None:
+            raise ExportError(
+                f"{run.paths.run_dir} was trained on single texts; drop --text-pair-column."
+            )
         if args.parity_examples > 0:
             examples = examples.head(args.parity_examples)
         label_ids = LabelVocabulary(run.labels).encode(examples.labels)
         report = export_run(
-            run, examples.texts, label_ids, formats=formats, tflite_variants=variants
+            run, examples.inputs, label_ids, formats=formats, tflite_variants=variants
         )
     except (ExportError, DataError, LabelError) as error:
         fail(str(error))

@@ -9,7 +9,7 @@ import zipfile
 
 import keras
 
-from fnn_keras.config import ConfigError, config_from_dict, load_yaml
+from fnn_keras.config import ConfigError, DataConfig, config_from_dict, load_yaml
 from fnn_keras.data.labels import LabelVocabulary
 from fnn_keras.data.pipeline import build_preprocessor
 from fnn_keras.data.readers import demo_data_paths
@@ -36,6 +36,8 @@ class TrainedRun:
         sequence_length: Tokens per text used in training.
         dev_path: The run's dev file, if its config names one that exists.
         text_pair: The model reads `(text, text_pair)` sentence pairs.
+        data: The `data` section of the run's config (columns, encoding),
+            or the defaults when the run has no readable config.
     """
 
     paths: RunPaths
@@ -46,6 +48,7 @@ class TrainedRun:
     sequence_length: int
     dev_path: str | None
     text_pair: bool = False
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
 
 def _resolve(run: str, export_dir: str) -> RunPaths:
@@ -117,10 +120,12 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         raise ExportError(f"{paths.run_dir}: {error}") from None
 
     dev_path = None
+    data = DataConfig()
     if os.path.isfile(paths.config):
         try:
             config = config_from_dict(load_yaml(paths.config), paths.config)
             dev_path = config.data.dev or demo_data_paths()[1]
+            data = config.data
         except ConfigError as error:
             logger.warning("Ignoring the run's config: %s", error)
     if dev_path is not None and not os.path.isfile(dev_path):
@@ -135,4 +140,5 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         sequence_length=sequence_length,
         dev_path=dev_path,
         text_pair=text_pair,
+        data=data,
     )

@@ -36,8 +36,29 @@ def test_declared_label_without_training_rows():
 def test_declared_labels_set_the_class_order():
     vocabulary = build_vocabulary(["b", "a", "c"], ["a"], ["c", "b", "a"])
     assert vocabulary.labels == ["c", "b", "a"]
-    with pytest.raises(LabelError, match="'d' \\(1\\)"):
+    with pytest.raises(LabelError, match="not in --labels: 'd' \\(1\\)"):
         build_vocabulary(["b", "a", "d"], ["a"], ["b", "a"], "train.tsv")
+
+
+def test_dev_label_error_lists_training_counts():
+    with pytest.raises(LabelError, match="Training label counts: 'pos' \\(2\\), 'neg' \\(1\\)"):
+        build_vocabulary(["neg", "pos", "pos"], ["odd"])
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"data": {"labels": ["neg", "pos", "neg"]}}, "'neg' more than once"),
+        ({"data": {"labels": ["neg"]}}, "2 or more labels"),
+        ({"data": {"text_pair_column": "label"}}, "columns must differ"),
+        ({"training": {"class_weight": "neg=1,pos=2,neg=3"}}, "more than one weight"),
+    ],
+)
+def test_invalid_label_settings(values, fragment):
+    from fnn_keras.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=fragment):
+        config_from_dict(values)
 
 
 def test_one_training_label_is_an_error():
@@ -129,6 +150,7 @@ def test_summary_counts_duplicates_lengths_and_truncation(tiny_bundle):
     document = {"train": summary, "dev": summary, "dev_texts_in_train": 3}
     markdown = summary_markdown(document)
     assert "| duplicates (other label) | 2 (1) | 2 (1) |" in markdown
+    assert "| suggested sequence length (covers) | 42 (100.0%) | 42 (100.0%) |" in markdown
     assert "Dev texts also in the training data: 3." in markdown
 
 
@@ -146,10 +168,17 @@ def test_truncation_warning_names_covering_length(tiny_bundle, caplog):
     with caplog.at_level("WARNING"):
         log_summary("train", summary)
     assert "14 of 20 texts (70.0%)" in caplog.text
-    assert (
-        f"--sequence-length {summary['suggested_sequence_length']} would cover 95%" in caplog.text
-    )
+    assert "--sequence-length 21 would cover 95.0% of the texts" in caplog.text
     assert summary["suggested_sequence_length"] == 21
+    assert summary["suggested_coverage"] == 0.95
+
+    capped = summarize_split(examples, tiny_bundle.tokenizer, 8, max_positions=12)
+    assert capped["suggested_sequence_length"] == 12
+    assert capped["suggested_coverage"] == 0.5  # 1 to 10 words: 3 to 12 tokens
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        log_summary("train", capped)
+    assert "--sequence-length 12 would cover 50.0% of the texts" in caplog.text
 
 
 def test_empty_texts_are_skipped_and_the_loss_stays_finite(tmp_path, strategies):

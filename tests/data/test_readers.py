@@ -76,10 +76,20 @@ def test_jsonl_with_custom_columns(tmp_path):
 
 def test_jsonl_label_types(tmp_path):
     path = tmp_path / "data.jsonl"
-    labels = [1, 1.0, 2.5, True, False, " pos ", 0]
+    labels = [1, 1.0, 2.5, True, False, " pos ", 0, ["pos"], {"a": 1}]
     write_jsonl(path, [{"text": f"row {i}", "label": label} for i, label in enumerate(labels)])
     examples = read_examples(str(path))
-    assert examples.labels == ["1", "1", "2.5", "true", "false", "pos", "0"]
+    assert examples.labels == ["1", "1", "pos", "0"]
+    assert examples.skipped == {"label is not a string or integer": 5}
+    with pytest.raises(DataError, match=r"data.jsonl:3: label is not a string or integer"):
+        read_examples(str(path), on_bad_row="error")
+
+
+def test_csv_unclosed_quote_in_label_column(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text('text,label\ngood,pos\nnice,"pos\nawful,neg\nfine,pos\n', "utf-8")
+    with pytest.raises(DataError, match=r"data.csv:3: .*unclosed quote"):
+        read_examples(str(path))
 
 
 def test_header_names_stripped(tmp_path):
@@ -426,3 +436,8 @@ def test_csv_overlong_field_is_an_error(tmp_path):
     path.write_text("\n".join(rows) + "\n", "utf-8")
     with pytest.raises(DataError, match=r"data.csv:3: cannot parse the row .*field limit"):
         read_examples(str(path))
+
+
+def test_directory_is_not_a_data_file(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        read_examples(str(tmp_path))

@@ -134,3 +134,21 @@ def test_predict_cli_reads_tab_separated_pairs(pair_run, capsys):
         predict.main([pair_run.paths.run_dir, "no tab here"])
     assert raised.value.code == 2
     assert "text<TAB>text_pair" in capsys.readouterr().err
+
+
+def test_export_cli_reads_the_runs_columns(pair_run, capsys):
+    """`python -m fnn_keras.export RUN` reads the dev pairs with the run's own columns."""
+    import json
+
+    from fnn_keras.export import __main__ as export_cli
+
+    export_cli.main([pair_run.paths.run_dir, "--formats", "onnx", "--quiet"])
+    with open(pair_run.paths.export_report, encoding="utf-8") as file:
+        report = json.load(file)
+    assert report["parity_examples"] == 24
+    assert report["keras_accuracy"] == pytest.approx(pair_run.metrics["accuracy"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as raised:
+        export_cli.main([pair_run.paths.run_dir, "--text-pair-column", "hypothesis", "--quiet"])
+    assert raised.value.code == 2
+    assert "'hypothesis'" in capsys.readouterr().err
