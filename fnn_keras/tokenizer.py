@@ -311,7 +311,7 @@ def load_tokenizer(directory: str):
 
 
 def reads_text_pairs(directory: str) -> bool:
-    """Whether the tokenizer files in `directory` belong to a sentence-pair model.
+    """Return whether the tokenizer files in `directory` belong to a sentence-pair model.
 
     Files written before pairs existed have no `text_pair` setting and
     belong to single-text models.

@@ -72,7 +72,7 @@ def trim_batch(features: dict, pad_to_multiple: int = 1) -> dict:
 
 
 def is_pair_input(texts) -> bool:
-    """Whether `texts` holds `(text, text_pair)` tuples rather than strings."""
+    """Return whether `texts` contains `(text, text_pair)` tuples rather than strings."""
     return len(texts) > 0 and isinstance(texts[0], (tuple, list))
 
 

@@ -8,6 +8,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from fnn_keras.data.pipeline import is_pair_input
+
 logger = logging.getLogger(__name__)
 
 # Special tokens BERT adds to one text ([CLS] and [SEP]) and to a pair
@@ -39,7 +41,7 @@ def token_lengths(tokenizer, texts, batch_size: int = 1024) -> np.ndarray:
     token_lengths(tokenizer, ["a good film"])  # array([5])
     ```
     """
-    if len(texts) and isinstance(texts[0], (tuple, list)):
+    if is_pair_input(texts):
         first, second = ([pair[i] for pair in texts] for i in (0, 1))
         first, second = (
             token_lengths(tokenizer, segment, batch_size) for segment in (first, second)

@@ -11,7 +11,7 @@ from fnn_keras.models.classifier import INPUT_NAMES
 def keras_probabilities(model, preprocessor, texts: list, batch_size: int = 32):
     """Probabilities of the Keras model, batches padded to their longest text.
 
-    `texts` holds strings, or `(text, text_pair)` tuples for a pair model.
+    `texts` contains strings, or `(text, text_pair)` tuples for a pair model.
     """
     dataset = make_dataset(texts, None, preprocessor, batch_size)
     return np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)

@@ -423,7 +423,9 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     # === Input pipelines ===
     preprocessor = build_preprocessor(bundle.tokenizer, config.data.sequence_length)
     # The train lengths also drive bucketing, so the texts are tokenized once.
-    train_lengths = token_lengths(bundle.tokenizer, train_examples.inputs)
+    # `Examples.inputs` builds pair tuples on each access, so take them once.
+    train_inputs, dev_inputs = train_examples.inputs, dev_examples.inputs
+    train_lengths = token_lengths(bundle.tokenizer, train_inputs)
     summary = {}
     for name, examples, lengths in (
         ("train", train_examples, train_lengths),
@@ -437,7 +439,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
             max_positions=bundle.max_sequence_length,
         )
         log_summary(name, summary[name])
-    summary["dev_texts_in_train"] = shared_texts(train_examples.inputs, dev_examples.inputs)
+    summary["dev_texts_in_train"] = shared_texts(train_inputs, dev_inputs)
     if summary["dev_texts_in_train"]:
         logger.warning(
             "%d dev example(s) have a text that is also in the training data.",
@@ -452,9 +454,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     # XLA compiles once per input shape; lengths rounded up to a multiple of
     # XLA_LENGTH_MULTIPLE leave a few shapes instead of one per length.
     pad_to_multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
-    dev_data = make_dataset(
-        dev_examples.inputs, dev_label_ids, preprocessor, batch_size, pad_to_multiple
-    )
+    dev_data = make_dataset(dev_inputs, dev_label_ids, preprocessor, batch_size, pad_to_multiple)
 
     # === Fit, resuming from a backup if there is one ===
     callbacks, backup = build_callbacks(
@@ -481,7 +481,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     try:
         for first, end, skip in phases:
             data = make_training_dataset(
-                train_examples.inputs,
+                train_inputs,
                 train_label_ids,
                 preprocessor,
                 batch_size,
@@ -537,7 +537,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
 
     # === Evaluate and save, in float32 and outside the strategy ===
     final = float32_copy(classifier)
-    probabilities = keras_probabilities(final, preprocessor, dev_examples.inputs, batch_size)
+    probabilities = keras_probabilities(final, preprocessor, dev_inputs, batch_size)
     predicted = np.argmax(probabilities, axis=-1)
     metrics = classification_metrics(np.array(dev_label_ids), predicted, labels.labels)
     metrics["split"] = dev_examples.path
@@ -558,9 +558,9 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         run = load_trained_run(paths.run_dir)
         export_report = export_run(
             run,
-            dev_examples.inputs,
+            dev_inputs,
             dev_label_ids,
-            calibration_texts=train_examples.inputs,
+            calibration_texts=train_inputs,
         )
     return RunResult(
         paths=paths,

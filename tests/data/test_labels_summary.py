@@ -17,11 +17,13 @@ from fnn_keras.data.summary import (
 from fnn_keras.training.train_model import TrainingModel
 
 
-def test_dev_label_unseen_in_training_lists_labels_and_counts():
+def test_unseen_dev_label_lists_counts():
     with pytest.raises(LabelError) as raised:
         build_vocabulary(["neg", "pos", "pos"], ["pos", "odd", "odd"], None, "train.tsv", "dev.tsv")
     message = str(raised.value)
-    assert "dev.tsv" in message and "'odd' (2)" in message and "neg, pos" in message
+    assert "dev.tsv" in message
+    assert "'odd' (2)" in message
+    assert "neg, pos" in message
 
 
 def test_declared_label_without_training_rows():
@@ -132,7 +134,8 @@ def test_summary_counts_duplicates_lengths_and_truncation(tiny_bundle):
     labels = ["pos", "neg", "pos", "neg", "pos", "pos"]
     examples = Examples("train.tsv", texts, labels, list(range(2, 8)), {"empty text": 2})
     lengths = token_lengths(tiny_bundle.tokenizer, texts)
-    assert lengths[0] == 4 and lengths[4] == 42
+    assert lengths[0] == 4
+    assert lengths[4] == 42
     summary = summarize_split(examples, tiny_bundle.tokenizer, 16, lengths, max_positions=128)
     assert summary["kept"] == 6
     assert summary["skipped"] == {"empty text": 2}
@@ -181,7 +184,7 @@ def test_truncation_warning_names_covering_length(tiny_bundle, caplog):
     assert "--sequence-length 12 would cover 50.0% of the texts" in caplog.text
 
 
-def test_empty_texts_are_skipped_and_the_loss_stays_finite(tmp_path, strategies):
+def test_empty_texts_skipped_loss_finite(tmp_path, strategies):
     from conftest import SMALL_DEV, SMALL_TRAIN, scalar_values, write_tsv
     from fnn_keras.config import config_from_dict
     from fnn_keras.training.trainer import train
