@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -30,3 +31,18 @@ def os_error_message(error: OSError) -> str:
     """Describe an `OSError` in one line: the reason and the path."""
     reason = error.strerror or str(error)
     return f"{reason}: {error.filename}" if error.filename else reason
+
+
+def add_data_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that read `--data` with other columns or encoding than the run's."""
+    parser.add_argument(
+        "--text-column", help="Text column of --data. Default: the run's text column."
+    )
+    parser.add_argument(
+        "--text-pair-column",
+        help="Second-text column of --data, for a sentence-pair run. Default: the run's.",
+    )
+    parser.add_argument(
+        "--label-column", help="Label column of --data. Default: the run's label column."
+    )
+    parser.add_argument("--encoding", help="Encoding of --data. Default: the run's encoding.")

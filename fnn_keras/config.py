@@ -142,6 +142,10 @@ class TrainingConfig:
         jit_compile: `auto`, `on` or `off`: XLA for each replica's forward
             and backward pass. `auto` is on with GPUs, off on the CPU and
             with `deterministic`.
+        tune_thresholds: For a binary task, choose the decision threshold
+            on the second label's probability that maximises dev macro-F1
+            after training. It is saved as `thresholds.json` and applied by
+            the evaluation, `predict` and every export.
     """
 
     epochs: int = 5
@@ -161,6 +165,7 @@ class TrainingConfig:
     deterministic: bool = False
     mixed_precision: str = "auto"
     jit_compile: str = "auto"
+    tune_thresholds: bool = False
 
 
 @dataclasses.dataclass
@@ -173,12 +178,28 @@ class OutputConfig:
         log_dir: Root of the TensorBoard logs.
         export_dir: Root of run directories and TF Serving exports.
         export: Whether training ends with a SavedModel export.
+        summaries: Write the dev analysis to TensorBoard each epoch:
+            per-label precision, recall and F1, confusion matrices,
+            precision-recall curves, the most wrong dev examples, feedback
+            histograms, and the HParams entry. Off keeps Keras's loss and
+            metric scalars and the per-step scalars only.
+        histogram_every_epochs: Histograms of the feedback layers' weights
+            and last states every N epochs; 0 is off. `None` (auto) is 1
+            when the feedback layers have at most 1,000,000 weights, else 0.
+        most_wrong_examples: Rows of the most-wrong dev examples table.
+        profile_batches: Batches of the first epoch to profile into the
+            TensorBoard log, as `"first,last"` (1-based) or one batch
+            number; `None` is off.
     """
 
     run_name: str | None = None
     log_dir: str = "tensorboard_logs"
     export_dir: str = "exported"
     export: bool = True
+    summaries: bool = True
+    histogram_every_epochs: int | None = None
+    most_wrong_examples: int = 20
+    profile_batches: str | None = None
 
 
 @dataclasses.dataclass
@@ -293,9 +314,51 @@ class Config:
                 "training.deterministic and jit_compile 'on' exclude each other: XLA does "
                 "not promise deterministic results. Drop one of them."
             )
+        if (
+            self.output.histogram_every_epochs is not None
+            and self.output.histogram_every_epochs < 0
+        ):
+            raise ConfigError(
+                "output.histogram_every_epochs must be >= 0 (0 turns histograms off). "
+                f"Received: {self.output.histogram_every_epochs}."
+            )
+        if not 0 <= self.output.most_wrong_examples <= 1000:
+            raise ConfigError(
+                "output.most_wrong_examples must be between 0 and 1000. "
+                f"Received: {self.output.most_wrong_examples}."
+            )
+        if self.output.profile_batches is not None:
+            parse_profile_batches(self.output.profile_batches)
         name = self.output.run_name
         if name is not None and (not name or name in (".", "..") or os.sep in name or "/" in name):
             raise ConfigError(f"Invalid run name {name!r}: use a plain name without '/'.")
+
+
+def parse_profile_batches(value: str) -> tuple[int, int]:
+    """Parse `output.profile_batches`, `"first,last"` or `"batch"`, into `(first, last)`.
+
+    Raises:
+        ConfigError: Not one or two positive integers in increasing order.
+
+    Example:
+
+    ```python
+    parse_profile_batches("10,20")  # (10, 20)
+    ```
+    """
+    parts = [part.strip() for part in str(value).split(",")]
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or numbers[0] < 1 or numbers[1] < numbers[0]:
+        raise ConfigError(
+            "profile batches must be 'first,last' with 1 <= first <= last, or one batch "
+            f"number, such as 10,20. Received: {value!r}."
+        )
+    return numbers[0], numbers[1]
 
 
 def parse_class_weight(value: Any) -> str | dict[str, float]:

@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> None:
             predictor.sequence_length,
         )
     labels = predictor.labels
-    for text, row in zip(texts, probabilities, strict=True):
-        best = int(row.argmax())
+    predicted = predictor.label_ids(probabilities) if texts else []
+    for text, row, best in zip(texts, probabilities, predicted, strict=True):
+        best = int(best)
         record = (
             {"text": text} if isinstance(text, str) else dict(zip(PAIR_KEYS, text, strict=True))
         )

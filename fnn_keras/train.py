@@ -51,10 +51,15 @@ FLAG_FIELDS = {
     "deterministic": "training.deterministic",
     "mixed_precision": "training.mixed_precision",
     "jit_compile": "training.jit_compile",
+    "tune_thresholds": "training.tune_thresholds",
     "run_name": "output.run_name",
     "log_dir": "output.log_dir",
     "export_dir": "output.export_dir",
     "export": "output.export",
+    "summaries": "output.summaries",
+    "histogram_every_epochs": "output.histogram_every_epochs",
+    "most_wrong_examples": "output.most_wrong_examples",
+    "profile_batches": "output.profile_batches",
 }
 
 
@@ -159,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--seed", type=int, help="Random seed. Default: 0.")
     training.add_argument(
+        "--tune-thresholds",
+        action=argparse.BooleanOptionalAction,
+        help="Binary tasks: after training, pick the threshold on the second label's "
+        "probability that maximises dev macro-F1; evaluation, predict and the exports apply "
+        "it. Default: off.",
+    )
+    training.add_argument(
         "--deterministic",
         action=argparse.BooleanOptionalAction,
         help="Enable TensorFlow op determinism: reruns give identical losses. Default: off.",
@@ -200,6 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--export",
         action=argparse.BooleanOptionalAction,
         help="Export SavedModel, TFLite and ONNX at the end. Default: on.",
+    )
+    tensorboard = parser.add_argument_group("TensorBoard")
+    tensorboard.add_argument(
+        "--summaries",
+        action=argparse.BooleanOptionalAction,
+        help="Per-epoch dev analysis in TensorBoard: per-label P/R/F1, confusion matrices, "
+        "precision-recall curves, most wrong examples, histograms, HParams. Default: on.",
+    )
+    tensorboard.add_argument(
+        "--histogram-every-epochs",
+        type=int,
+        help="Feedback weight and state histograms every N epochs; 0 is off. Default: 1 for "
+        "feedback layers of at most 1M weights, else 0.",
+    )
+    tensorboard.add_argument(
+        "--most-wrong-examples",
+        type=int,
+        help="Rows of the most-wrong dev examples table each epoch. Default: 20.",
+    )
+    tensorboard.add_argument(
+        "--profile-batches",
+        help="Profile these batches of the first epoch into TensorBoard, as FIRST,LAST "
+        "(1-based), such as 10,20. Default: off.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress bar; warnings only.")
     return parser

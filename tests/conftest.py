@@ -156,6 +156,8 @@ def trained_run(tmp_path_factory, small_data):
             "4",
             "--log-every-steps",
             "2",
+            "--profile-batches",
+            "2,3",
             "--run-name",
             "tiny-run",
             "--quiet",

@@ -150,3 +150,33 @@ def test_cli_refuses_existing_run(trained_run, small_data, capsys, monkeypatch):
     )
     assert code == 2
     assert_one_line_error(err, "tiny-run", "already exists")
+
+
+def test_cli_tune_thresholds_needs_binary(tmp_path, capsys):
+    rows = SMALL_TRAIN + [("so so", "mixed"), ("fine i guess", "mixed")]
+    train = write_tsv(tmp_path / "train.tsv", rows)
+    dev = write_tsv(tmp_path / "dev.tsv", SMALL_DEV + [("meh", "mixed")])
+    code, err = run_cli(
+        ["--backbone", "tiny", "--train", train, "--dev", dev, "--tune-thresholds",
+         "--quiet", "--export-dir", str(tmp_path / "exported")],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, "--tune-thresholds needs a binary task", "3 labels")
+    assert not os.path.exists(tmp_path / "exported")
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--profile-batches", "20,10"], "Received: '20,10'"),
+        (["--profile-batches", "a"], "Received: 'a'"),
+        (["--histogram-every-epochs", "-1"], "Received: -1"),
+        (["--most-wrong-examples", "5000"], "Received: 5000"),
+    ],
+    ids=["profile_order", "profile_text", "histograms", "most_wrong"],
+)
+def test_cli_invalid_summary_flags(flags, fragment, capsys):
+    code, err = run_cli(["--backbone", "tiny", *flags], capsys)
+    assert code == 2
+    assert_one_line_error(err, fragment)

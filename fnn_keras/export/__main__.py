@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from fnn_keras.cli import fail, os_error_message, setup_logging
+from fnn_keras.cli import add_data_file_arguments, fail, os_error_message, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,17 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="Labelled file for the parity check. Default: the run's dev file.",
     )
-    parser.add_argument(
-        "--text-column", help="Text column of --data. Default: the run's text column."
-    )
-    parser.add_argument(
-        "--text-pair-column",
-        help="Second-text column of --data, for a sentence-pair run. Default: the run's.",
-    )
-    parser.add_argument(
-        "--label-column", help="Label column of --data. Default: the run's label column."
-    )
-    parser.add_argument("--encoding", help="Encoding of --data. Default: the run's encoding.")
+    add_data_file_arguments(parser)
     parser.add_argument(
         "--parity-examples",
         type=int,
@@ -62,10 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
 
-    from fnn_keras.data.labels import LabelError, LabelVocabulary
-    from fnn_keras.data.readers import DataError, read_examples
+    from fnn_keras.data.labels import LabelError
+    from fnn_keras.data.readers import DataError
     from fnn_keras.export.exporter import artifact_lines, export_run, failure_message
-    from fnn_keras.export.trained_run import ExportError, load_trained_run
+    from fnn_keras.export.trained_run import ExportError, load_trained_run, read_run_examples
 
     if args.parity_examples < 0:
         fail(f"--parity-examples must be 0 (all) or positive. Received: {args.parity_examples}.")
@@ -76,26 +66,17 @@ def main(argv: list[str] | None = None) -> None:
         data_path = args.data or run.dev_path
         if data_path is None:
             raise ExportError("The run names no dev file that exists here; pass --data FILE.")
-        data = run.data
-        examples = read_examples(
+        examples, label_ids = read_run_examples(
+            run,
             data_path,
-            args.text_column or data.text_column,
-            args.label_column or data.label_column,
-            text_pair_column=args.text_pair_column or data.text_pair_column,
-            encoding=args.encoding or data.encoding,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            text_pair_column=args.text_pair_column,
+            encoding=args.encoding,
         )
-        if run.text_pair and examples.pairs is None:
-            raise ExportError(
-                f"{run.paths.run_dir} was trained on text pairs; pass --text-pair-column "
-                f"with the second-text column of {data_path}."
-            )
-        if not run.text_pair and examples.pairs is not None:
-            raise ExportError(
-                f"{run.paths.run_dir} was trained on single texts; drop --text-pair-column."
-            )
         if args.parity_examples > 0:
             examples = examples.head(args.parity_examples)
-        label_ids = LabelVocabulary(run.labels).encode(examples.labels)
+            label_ids = label_ids[: args.parity_examples]
         report = export_run(
             run, examples.inputs, label_ids, formats=formats, tflite_variants=variants
         )

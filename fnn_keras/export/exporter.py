@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from fnn_keras.data.thresholds import THRESHOLDS_FILE, predicted_ids
 from fnn_keras.export import parity
 from fnn_keras.export.onnx import OPSET, export_onnx
 from fnn_keras.export.savedmodel import export_saved_model, text_arguments, write_models_config
@@ -100,6 +101,13 @@ def _file_size(path: str) -> int:
 def _write_client_files(run: TrainedRun, directory: str) -> None:
     save_tokenizer(run.tokenizer, directory, run.sequence_length, run.text_pair)
     shutil.copyfile(run.paths.labels, os.path.join(directory, "labels.json"))
+    thresholds = os.path.join(directory, THRESHOLDS_FILE)
+    if run.threshold is None:
+        # A re-export after the run's thresholds were removed must not keep old ones.
+        if os.path.exists(thresholds):
+            os.remove(thresholds)
+    else:
+        shutil.copyfile(os.path.join(run.paths.run_dir, THRESHOLDS_FILE), thresholds)
 
 
 def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts):
@@ -110,10 +118,16 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
         run.paths.run_dir,
         warmup_texts=warmup_texts,
         text_pair=run.text_pair,
+        threshold=run.threshold,
     )
     version = int(os.path.basename(path))
     ids_path = export_saved_model(
-        run.model, None, run.labels, run.paths.ids_only_dir, version=version
+        run.model,
+        None,
+        run.labels,
+        run.paths.ids_only_dir,
+        version=version,
+        threshold=run.threshold,
     )
     write_models_config(run.paths.models_config, run.paths.run_name)
     loaded = tf.saved_model.load(path)
@@ -127,12 +141,16 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
     for signature, artifact_path, artifact in checks:
         name = "predict_ids" if signature == "ids_only" else signature
         function = artifact.signatures[name]
+        label_rule = None
         if signature == "serving_default":
-            probabilities = np.concatenate(
-                [
-                    function(**text_arguments(texts[i : i + 32]))["probabilities"].numpy()
-                    for i in range(0, len(texts), 32)
-                ]
+            outputs = [
+                function(**text_arguments(texts[i : i + 32])) for i in range(0, len(texts), 32)
+            ]
+            probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
+            served_ids = np.concatenate([output["label_id"].numpy() for output in outputs])
+            # The served label must follow the run's decision rule on the served probabilities.
+            label_rule = bool(
+                np.array_equal(served_ids, predicted_ids(probabilities, run.threshold))
             )
         else:
 
@@ -152,6 +170,8 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
                 "parity": parity.compare(reference, probabilities, label_ids),
             }
         )
+        if label_rule is not None:
+            entries[-1]["labels_follow_decision_rule"] = label_rule
     for entry in entries:
         entry["non_core_ops"] = saved_model_ops(entry["path"])
     return entries

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from fnn_keras.data.pipeline import build_preprocessor, is_pair_input, string_inputs, trim_batch
 from fnn_keras.data.summary import token_lengths
+from fnn_keras.data.thresholds import ThresholdError, load_threshold, predicted_ids
 from fnn_keras.export import parity
 from fnn_keras.export.savedmodel import text_arguments
 from fnn_keras.export.trained_run import ExportError, load_trained_run
@@ -27,6 +28,11 @@ class _Predictor:
     labels: list[str]
     tokenizer: object
     text_pair: bool = False
+    threshold: float | None = None
+
+    def label_ids(self, probabilities: np.ndarray) -> np.ndarray:
+        """Return the predicted class ids: the run's threshold rule, or the most probable."""
+        return predicted_ids(probabilities, self.threshold)
 
     def predict(self, texts: list, batch_size: int = 32, lengths=None) -> np.ndarray:
         """Return class probabilities, `(len(texts), len(labels))` float32.
@@ -77,6 +83,7 @@ class KerasPredictor(_Predictor):
         self.tokenizer = run.tokenizer
         self.sequence_length = run.sequence_length
         self.text_pair = run.text_pair
+        self.threshold = run.threshold
         model, preprocessor = run.model, run.preprocessor
         spec = tf.TensorSpec([None], tf.string)
 
@@ -114,7 +121,8 @@ class SavedModelPredictor(_Predictor):
                 os.path.join(run_dir, "tokenizer")
             )
             self.text_pair = reads_text_pairs(os.path.join(run_dir, "tokenizer"))
-        except TokenizerError as error:
+            self.threshold = load_threshold(run_dir, labels)
+        except (TokenizerError, ThresholdError) as error:
             raise PredictorError(str(error)) from None
         if "text" not in self.function.structured_input_signature[1]:
             self.preprocessor = build_preprocessor(self.tokenizer, self.sequence_length)
@@ -147,6 +155,10 @@ class _TokenIdPredictor(_Predictor):
                 f"{path}: the tokenizer files beside it (tokenizer.json, vocab.txt, "
                 f"labels.json) are missing or invalid: {error}"
             ) from None
+        try:
+            self.threshold = load_threshold(directory, self.labels)
+        except ThresholdError as error:
+            raise PredictorError(str(error)) from None
         self.tokenizer = tokenizer
         self.preprocessor = preprocessor = build_preprocessor(tokenizer, self.sequence_length)
         spec = tf.TensorSpec([None], tf.string)

@@ -39,8 +39,12 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
-def _outputs(probabilities, label_table):
-    label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+def _outputs(probabilities, label_table, threshold=None):
+    if threshold is None:
+        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    else:
+        # The rule of `predicted_ids`: the second label at or above the threshold.
+        label_id = tf.cast(probabilities[:, 1] >= threshold, tf.int32)
     return {
         "probabilities": probabilities,
         "label": tf.gather(label_table, label_id),
@@ -137,6 +141,7 @@ def export_saved_model(
     warmup_texts: list | None = None,
     version: int | None = None,
     text_pair: bool = False,
+    threshold: float | None = None,
 ) -> str:
     """Export `model` as the next numbered SavedModel version for TF Serving.
 
@@ -156,7 +161,9 @@ def export_saved_model(
       can check their own ids against it, cut to the same length.
 
     `serving_default` and `predict_ids` return `probabilities` (float32,
-    `(batch, num_labels)`), `label` (string) and `label_id` (int32). The
+    `(batch, num_labels)`), `label` (string) and `label_id` (int32): the
+    most probable label, or with `threshold` the second label where its
+    probability is at least the threshold and the first elsewhere. The
     version is written to a temporary directory beside the final one and
     renamed into place when complete, so a server watching `model_dir` never
     sees half an export.
@@ -178,6 +185,8 @@ def export_saved_model(
         version: Version number; defaults to `next_version(model_dir)`.
         text_pair: The model reads sentence pairs: `serving_default` and
             `tokenize` then take a second string input, `text_pair`.
+        threshold: The decision threshold of a binary model
+            (`thresholds.json`), or `None` for the most probable label.
 
     Returns:
         The path of the new version directory.
@@ -209,7 +218,7 @@ def export_saved_model(
             "segment_ids": segment_ids,
             "padding_mask": padding_mask,
         }
-        return _outputs(model(features, training=False), label_table)
+        return _outputs(model(features, training=False), label_table, threshold)
 
     if preprocessor is not None:
         if not preprocessor.built:
@@ -225,7 +234,7 @@ def export_saved_model(
             @tf.function(input_signature=pair_signature)
             def serve_text(text, text_pair):
                 features = trim_batch(preprocessor(x=(text, text_pair)))
-                return _outputs(model(features, training=False), label_table)
+                return _outputs(model(features, training=False), label_table, threshold)
 
             @tf.function(input_signature=pair_signature)
             def serve_tokenize(text, text_pair):
@@ -237,7 +246,7 @@ def export_saved_model(
             @tf.function(input_signature=text_signature)
             def serve_text(text):
                 features = trim_batch(preprocessor(text))
-                return _outputs(model(features, training=False), label_table)
+                return _outputs(model(features, training=False), label_table, threshold)
 
             @tf.function(input_signature=text_signature)
             def serve_tokenize(text):

@@ -12,7 +12,8 @@ import keras
 from fnn_keras.config import ConfigError, DataConfig, config_from_dict, load_yaml
 from fnn_keras.data.labels import LabelVocabulary
 from fnn_keras.data.pipeline import build_preprocessor
-from fnn_keras.data.readers import demo_data_paths
+from fnn_keras.data.readers import demo_data_paths, read_examples
+from fnn_keras.data.thresholds import load_threshold
 from fnn_keras.layout import RunPaths
 from fnn_keras.tokenizer import TokenizerError, load_tokenizer, reads_text_pairs
 
@@ -38,6 +39,9 @@ class TrainedRun:
         text_pair: The model reads `(text, text_pair)` sentence pairs.
         data: The `data` section of the run's config (columns, encoding),
             or the defaults when the run has no readable config.
+        batch_size: The run's training batch size (32 without a config).
+        threshold: The binary decision threshold from `thresholds.json`,
+            or `None` to predict the most probable label.
     """
 
     paths: RunPaths
@@ -49,6 +53,8 @@ class TrainedRun:
     dev_path: str | None
     text_pair: bool = False
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    batch_size: int = 32
+    threshold: float | None = None
 
 
 def _resolve(run: str, export_dir: str) -> RunPaths:
@@ -116,16 +122,19 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         tokenizer, sequence_length = load_tokenizer(paths.tokenizer)
         text_pair = reads_text_pairs(paths.tokenizer)
         labels = LabelVocabulary.load(paths.labels).labels
+        threshold = load_threshold(paths.run_dir, labels)
     except (TokenizerError, OSError, ValueError) as error:
         raise ExportError(f"{paths.run_dir}: {error}") from None
 
     dev_path = None
     data = DataConfig()
+    batch_size = 32
     if os.path.isfile(paths.config):
         try:
             config = config_from_dict(load_yaml(paths.config), paths.config)
             dev_path = config.data.dev or demo_data_paths()[1]
             data = config.data
+            batch_size = config.training.batch_size
         except ConfigError as error:
             logger.warning("Ignoring the run's config: %s", error)
     if dev_path is not None and not os.path.isfile(dev_path):
@@ -141,4 +150,63 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         dev_path=dev_path,
         text_pair=text_pair,
         data=data,
+        batch_size=batch_size,
+        threshold=threshold,
     )
+
+
+def read_run_examples(
+    run: TrainedRun,
+    path: str,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    text_pair_column: str | None = None,
+    encoding: str | None = None,
+):
+    """Read a labelled file the way the run read its training data.
+
+    Columns and encoding default to the run's; each argument overrides one.
+
+    Args:
+        run: The trained run.
+        path: The labelled file (TSV, CSV or JSON Lines).
+        text_column: Text column, or `None` for the run's.
+        label_column: Label column, or `None` for the run's.
+        text_pair_column: Second-text column, or `None` for the run's.
+        encoding: File encoding, or `None` for the run's.
+
+    Returns:
+        `(examples, label_ids)`: the `Examples` read and their class ids.
+
+    Raises:
+        ExportError: Pairs for a single-text run, or the reverse.
+        DataError: The file cannot be read.
+        LabelError: A label the run does not know.
+
+    Example:
+
+    ```python
+    examples, label_ids = read_run_examples(run, "test.tsv")
+    ```
+    """
+    data = run.data
+    examples = read_examples(
+        path,
+        text_column or data.text_column,
+        label_column or data.label_column,
+        text_pair_column=text_pair_column or data.text_pair_column,
+        encoding=encoding or data.encoding,
+        on_bad_row=data.on_bad_row,
+    )
+    if run.text_pair and examples.pairs is None:
+        raise ExportError(
+            f"{run.paths.run_dir} was trained on text pairs; pass --text-pair-column "
+            f"with the second-text column of {path}."
+        )
+    if not run.text_pair and examples.pairs is not None:
+        raise ExportError(
+            f"{run.paths.run_dir} was trained on single texts; drop --text-pair-column."
+        )
+    vocabulary = LabelVocabulary(run.labels)
+    vocabulary.check(examples.labels, path, known=f"the labels of run {run.paths.run_name}")
+    return examples, vocabulary.encode(examples.labels)

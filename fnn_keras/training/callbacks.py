@@ -1,4 +1,4 @@
-"""Keras callbacks for a training run: TensorBoard, checkpoints, resume."""
+"""Keras callbacks for a training run: NaN stop, early stopping, backups, and the list."""
 
 from __future__ import annotations
 
@@ -11,88 +11,11 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from fnn_keras.training.summaries import StepScalarLogger
+
 logger = logging.getLogger(__name__)
-
-
-class StepScalarLogger(keras.callbacks.Callback):
-    """Write training loss, metrics and learning rate every N optimizer steps.
-
-    Keras's `TensorBoard` callback with `update_freq=N` also drops the epoch
-    scalars of every epoch whose last global batch is not a multiple of N
-    (Keras 3.15: its step filter stays active while epoch metrics are
-    written). So `TensorBoard` runs with `update_freq="epoch"` and this
-    callback writes the per-step scalars, as `batch_<name>` in the same
-    `train` directory. The step is the optimizer's iteration count, which
-    `TrainingBackup` restores, so a resumed run continues the curve. Each
-    write is flushed, and steps that event files already hold (written after
-    the last backup, before an interruption) are not written again.
-
-    Args:
-        log_dir: The run's TensorBoard directory; scalars go to its `train`
-            subdirectory.
-        every_steps: Write every N optimizer steps.
-
-    Example:
-
-    ```python
-    model.fit(data, callbacks=[StepScalarLogger("tensorboard_logs/run", 20)])
-    ```
-    """
-
-    def __init__(self, log_dir: str, every_steps: int):
-        super().__init__()
-        self.log_dir = os.path.join(log_dir, "train")
-        self.every_steps = every_steps
-        self._writer = None
-
-    def on_train_begin(self, logs=None):
-        self._written_through = last_logged_step(self.log_dir, prefix="batch_")
-        self._writer = tf.summary.create_file_writer(self.log_dir)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.every_steps or step <= self._written_through or not isinstance(logs, dict):
-            return
-        rate = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        with self._writer.as_default(step=step):
-            for name, value in logs.items():
-                tf.summary.scalar(f"batch_{name}", float(value))
-            tf.summary.scalar("batch_learning_rate", rate)
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def last_logged_step(log_dir: str, prefix: str) -> int:
-    """Return the highest step of a scalar named `prefix...` in `log_dir`, or -1.
-
-    Args:
-        log_dir: A directory of TensorBoard event files.
-        prefix: Start of the tag names to look at, such as `"batch_"`.
-
-    Example:
-
-    ```python
-    last_logged_step("tensorboard_logs/run/train", "batch_")
-    ```
-    """
-    last = -1
-    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
-        try:
-            for record in tf.data.TFRecordDataset(path):
-                event = tf.compat.v1.Event.FromString(record.numpy())
-                if any(value.tag.startswith(prefix) for value in event.summary.value):
-                    last = max(last, int(event.step))
-        except tf.errors.DataLossError:
-            # A kill can cut the last record short. The records before it still count.
-            continue
-    return last
 
 
 def non_finite_variable(model: keras.Model):
@@ -330,6 +253,11 @@ class TrainingBackup(keras.callbacks.Callback):
     Keras's `BackupAndRestore` restarts an interrupted epoch from its first
     batch and keeps no callback state, hence this callback.
 
+    NOTE: under float16 loss scaling, a step skipped for overflowing
+    gradients leaves `optimizer.iterations` unchanged, so the saved step
+    falls behind the batches run, and a resumed float16 run repeats that
+    many batches.
+
     Args:
         backup_dir: Directory of the backup, used by no other writer.
         steps_per_epoch: Optimizer steps per epoch.
@@ -439,7 +367,7 @@ class TrainingBackup(keras.callbacks.Callback):
 
 
 def build_callbacks(
-    log_dir: str,
+    log_dir: str | None,
     best_checkpoint: str,
     backup_dir: str,
     log_every_steps: int,
@@ -447,13 +375,18 @@ def build_callbacks(
     steps_per_epoch: int,
     epochs: int,
     backup_every_steps: int,
+    dev_evaluation: keras.callbacks.Callback,
+    num_examples: int,
+    batch_size: int,
     monitor: str = "val_accuracy",
     settings: dict | None = None,
+    profile_batches: tuple[int, int] | None = None,
 ) -> tuple[list[keras.callbacks.Callback], TrainingBackup]:
     """Build the callbacks that every training run uses.
 
     Args:
-        log_dir: TensorBoard directory of the run.
+        log_dir: TensorBoard directory of the run, or `None` to write no
+            summaries (a non-chief worker of a multi-worker cluster).
         best_checkpoint: Path of the best weights (`.weights.h5`).
         backup_dir: Directory of the `TrainingBackup`. The caller removes it
             once training has finished; an interrupted run keeps it for the
@@ -464,9 +397,15 @@ def build_callbacks(
         epochs: Epochs of the whole run.
         backup_every_steps: Back up every N optimizer steps, besides every
             epoch end.
+        dev_evaluation: The `DevEvaluation` that puts the `val_` logs in
+            place at each epoch end.
+        num_examples: Training examples per epoch, for examples per second.
+        batch_size: Global batch size.
         monitor: The dev metric to maximise.
         settings: Run settings stored in each backup, which a resumed run
             must share.
+        profile_batches: First and last batch of the first `fit` call to
+            profile into the TensorBoard log, or `None`.
 
     Returns:
         The callbacks, in the order `fit` must call them, and the backup
@@ -475,8 +414,9 @@ def build_callbacks(
     Example:
 
     ```python
+    dev = DevEvaluation(dev_data, dev_label_ids, dev_texts, labels, "logs/run")
     callbacks, backup = build_callbacks(
-        "logs/run", "run/best.weights.h5", "run/backup", 20, 2, 100, 5, 50
+        "logs/run", "run/best.weights.h5", "run/backup", 20, 2, 100, 5, 50, dev, 3200, 32
     )
     ```
     """
@@ -500,8 +440,18 @@ def build_callbacks(
     )
     callbacks = [
         StopOnNonFiniteLoss(steps_per_epoch),
-        keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
-        StepScalarLogger(log_dir, log_every_steps),
+        # Before every callback that reads the `val_` logs it sets.
+        dev_evaluation,
+        # Before TensorBoard, which writes the examples per second it adds.
+        StepScalarLogger(log_dir, log_every_steps, num_examples, batch_size),
+    ]
+    if log_dir is not None:
+        callbacks.append(
+            keras.callbacks.TensorBoard(
+                log_dir=log_dir, update_freq="epoch", profile_batch=profile_batches or 0
+            )
+        )
+    callbacks += [
         checkpoint,
         early_stopping,
         # Last: it saves the states the callbacks above have just updated,

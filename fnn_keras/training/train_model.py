@@ -124,10 +124,48 @@ class TrainingModel(keras.Model):
         count = _batch_size(x, loss_sum.dtype)
         global_count = tf.distribute.get_replica_context().all_reduce("SUM", count)
         scale = tf.math.divide_no_nan(tf.constant(1.0, loss_sum.dtype), global_count)
+        step_values = {}
         if gradients:
             gradients = [None if g is None else g * tf.cast(scale, g.dtype) for g in gradients]
+            gradients, summed = self._replica_gradients(gradients)
+            step_values = self._step_values(summed)
             self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
-        return self._step_logs(x, y, probabilities, sample_weight, loss_sum, count)
+        logs = self._step_logs(x, y, probabilities, sample_weight, loss_sum, count)
+        return logs | self._logs_for_reduction(step_values)
+
+    def _replica_gradients(self, gradients):
+        """Return the gradients to hand the optimizer, and their sum over replicas.
+
+        With 2+ replicas the gradients are all-reduced here and each replica
+        hands the optimizer `sum / replicas`, which the optimizer's own
+        all-reduce adds back up to the sum. So every replica passes the same
+        values. Keras 3.15's `LossScaleOptimizer` decides whether to skip a
+        float16 step from the first replica's gradients alone, assuming they
+        are all-reduced already; with each replica's own share, one
+        overflowing replica put infinities into the weights.
+        """
+        present = [g for g in gradients if g is not None]
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas == 1:
+            return gradients, present
+        summed = tf.distribute.get_replica_context().all_reduce("SUM", present)
+        shares = iter([g / tf.cast(replicas, g.dtype) for g in summed])
+        return [None if g is None else next(shares) for g in gradients], summed
+
+    def _step_values(self, summed):
+        """Return the global gradient norm and, under float16, the loss scale.
+
+        The norm is of the gradient the optimizer applies: summed over
+        replicas, before loss scaling.
+        """
+        norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in summed])
+        values = {}
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            loss_scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
+            norm = norm / loss_scale
+            values["loss_scale"] = loss_scale
+        values["gradient_norm"] = norm
+        return values
 
     def test_step(self, data):
         x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(data)

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from fnn_keras.backbones import backbone_max_positions, load_backbone
-from fnn_keras.config import Config, ConfigError, save_config
+from fnn_keras.config import Config, ConfigError, parse_profile_batches, save_config
 from fnn_keras.data.labels import build_vocabulary, class_weights
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
 from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
@@ -29,7 +29,8 @@ from fnn_keras.data.summary import (
     summary_markdown,
     token_lengths,
 )
-from fnn_keras.evaluation.metrics import classification_metrics
+from fnn_keras.data.thresholds import save_thresholds, tune_binary_threshold
+from fnn_keras.evaluation.metrics import evaluation_metrics
 from fnn_keras.evaluation.report import write_report
 from fnn_keras.export.exporter import export_run
 from fnn_keras.export.parity import keras_probabilities
@@ -48,6 +49,13 @@ from fnn_keras.training.strategy import (
     is_chief,
     is_multi_worker,
     split_cpu,
+)
+from fnn_keras.training.summaries import (
+    DevEvaluation,
+    default_histogram_every_epochs,
+    hparam_values,
+    write_final_metrics,
+    write_hparams,
 )
 from fnn_keras.training.train_model import build_training_model
 
@@ -256,6 +264,12 @@ def train(
         dev_examples.path,
     )
 
+    if training.tune_thresholds and len(labels) != 2:
+        raise ConfigError(
+            f"--tune-thresholds needs a binary task; the data has {len(labels)} labels "
+            f"({', '.join(labels.labels)}). Drop --tune-thresholds."
+        )
+
     run_name = config.output.run_name or new_run_name(
         config.output.export_dir, config.output.log_dir
     )
@@ -448,17 +462,37 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     summary["class_weights"] = dict(zip(labels.labels, weights, strict=True))
     with open(own.data_summary, "w", encoding="utf-8") as file:
         json.dump(summary, file, ensure_ascii=False, indent=2)
-    _write_summary_text(own.log_dir, summary)
+    # Only the chief writes summaries; other workers keep their logs empty.
+    log_dir = own.log_dir if chief else None
+    summaries = chief and config.output.summaries
+    if log_dir is not None:
+        _write_summary_text(log_dir, summary)
+    if summaries:
+        write_hparams(log_dir, hparam_values(config, strategy), paths.run_name)
     train_label_ids = labels.encode(train_examples.labels)
     dev_label_ids = labels.encode(dev_examples.labels)
     # XLA compiles once per input shape; lengths rounded up to a multiple of
     # XLA_LENGTH_MULTIPLE leave a few shapes instead of one per length.
     pad_to_multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
     dev_data = make_dataset(dev_inputs, dev_label_ids, preprocessor, batch_size, pad_to_multiple)
+    histogram_every = config.output.histogram_every_epochs
+    if histogram_every is None:
+        histogram_every = default_histogram_every_epochs(classifier)
+    dev_evaluation = DevEvaluation(
+        dev_data,
+        dev_label_ids,
+        dev_inputs,
+        labels.labels,
+        log_dir=log_dir if summaries else None,
+        most_wrong_count=config.output.most_wrong_examples,
+        histogram_every_epochs=histogram_every,
+        jit_compile=jit_compile,
+    )
+    profile = config.output.profile_batches
 
     # === Fit, resuming from a backup if there is one ===
     callbacks, backup = build_callbacks(
-        log_dir=own.log_dir,
+        log_dir=log_dir,
         best_checkpoint=own.best_checkpoint,
         backup_dir=own.backup,
         log_every_steps=training.log_every_steps,
@@ -466,7 +500,11 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         steps_per_epoch=steps_per_epoch,
         epochs=training.epochs,
         backup_every_steps=training.backup_every_steps,
+        dev_evaluation=dev_evaluation,
+        num_examples=len(train_examples),
+        batch_size=batch_size,
         settings=settings,
+        profile_batches=None if profile is None else parse_profile_batches(profile),
     )
     if state is not None:
         with strategy.scope():
@@ -492,9 +530,9 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
                 lengths=train_lengths if config.data.bucket_by_length else None,
                 pad_to_multiple=pad_to_multiple,
             )
+            # `dev_evaluation` evaluates on the dev data at each epoch end.
             history = model.fit(
                 data,
-                validation_data=dev_data,
                 initial_epoch=first,
                 epochs=end,
                 steps_per_epoch=steps_per_epoch - skip,
@@ -538,11 +576,27 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     # === Evaluate and save, in float32 and outside the strategy ===
     final = float32_copy(classifier)
     probabilities = keras_probabilities(final, preprocessor, dev_inputs, batch_size)
-    predicted = np.argmax(probabilities, axis=-1)
-    metrics = classification_metrics(np.array(dev_label_ids), predicted, labels.labels)
-    metrics["split"] = dev_examples.path
+    threshold = None
+    if training.tune_thresholds:
+        tuned = tune_binary_threshold(probabilities, dev_label_ids)
+        save_thresholds(paths.run_dir, labels.labels[1], tuned, dev_examples.path)
+        threshold = tuned["threshold"]
+        logger.info(
+            "Decision threshold for %r: %.4f (dev macro-F1 %.4f, against %.4f for the most "
+            "probable label)",
+            labels.labels[1],
+            threshold,
+            tuned["macro_f1"],
+            tuned["argmax_macro_f1"],
+        )
+    metrics = evaluation_metrics(
+        probabilities, dev_label_ids, labels.labels, dev_examples.path, threshold
+    )
     metrics["train_seconds"] = round(train_seconds, 1)
     write_report(metrics, paths.run_dir, title=f"Dev evaluation of run {paths.run_name}")
+    if summaries:
+        last_epoch = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
+        write_final_metrics(log_dir, metrics, step=max(last_epoch - 1, 0))
 
     final.save(paths.model)
     save_tokenizer(

@@ -203,6 +203,10 @@ def test_two_workers_agree_and_only_chief_writes(tmp_path):
     assert (run_dir / "model.keras").is_file()
     assert (run_dir / "1" / "saved_model.pb").is_file()
     assert os.listdir(directories[0] / "tensorboard_logs" / "cluster" / "train")
+    # The chief wrote the dev analysis each epoch.
+    dev_tags = scalar_steps(str(directories[0] / "tensorboard_logs" / "cluster" / "validation"))
+    for tag in ("epoch_accuracy", "epoch_macro_f1", "confusion_matrix/counts", "most_wrong"):
+        assert dev_tags[tag] == [0, 1], tag
     # The worker wrote nothing where it ran, and removed its temporary files.
     assert os.listdir(directories[1]) == []
     assert os.listdir(tmp_path / "tmp1") == []
@@ -283,8 +287,9 @@ def test_bfloat16_and_xla_runs_export_with_parity(small_data, tmp_path):
     runs = {
         "bfloat16": ["--mixed-precision", "bfloat16", "--bucket-by-length"],
         "xla": ["--jit-compile", "on"],
+        "float16": ["--mixed-precision", "float16", "--no-export", "--log-every-steps", "1"],
     }
-    # Both runs at once: most of their time is export, on one core each.
+    # All runs at once: most of their time is export, on one core each.
     processes = {
         name: subprocess.Popen(
             [
@@ -321,6 +326,8 @@ def test_bfloat16_and_xla_runs_export_with_parity(small_data, tmp_path):
     for name, process in processes.items():
         assert process.returncode == 0, errors[name][-3000:]
         assert "MirroredStrategy over 2 replica(s)" in errors[name]
+        if name == "float16":
+            continue
         run_dir = tmp_path / "exported" / name
         with open(run_dir / "metrics.json") as file:
             assert np.isfinite(json.load(file)["accuracy"])
@@ -339,3 +346,14 @@ def test_bfloat16_and_xla_runs_export_with_parity(small_data, tmp_path):
     compiled = os.listdir(tmp_path / "xla_dump" / "xla")
     assert any("loss_sum_and_gradients" in name for name in compiled), compiled[:10]
     assert not os.path.exists(tmp_path / "xla_dump" / "bfloat16")
+
+    # float16 scales the loss; the scale is logged each step, and the
+    # gradient norm is of the unscaled gradient.
+    assert "Training with float16 compute" in errors["float16"]
+    train_logs = str(tmp_path / "tensorboard_logs" / "float16" / "train")
+    steps = scalar_steps(train_logs)
+    # 10 examples at global batch 4: 3 steps, minus any skipped for overflow.
+    assert steps["batch_loss_scale"] == sorted(set(steps["batch_loss_scale"]))
+    assert steps["batch_loss_scale"] == steps["batch_gradient_norm"]
+    scales = scalar_values(train_logs, "batch_loss_scale")
+    assert all(scale >= 1 for scale in scales.values()), scales

@@ -229,3 +229,42 @@ def test_pad_to_multiple_rounds_batch_length(tiny_bundle):
     assert trim_batch(features, pad_to_multiple=16)["token_ids"].shape[1] == 16
     # Never past the preprocessor's sequence length.
     assert trim_batch(features, pad_to_multiple=32)["token_ids"].shape[1] == 24
+
+
+class StepLogs(keras.callbacks.Callback):
+    """Keep one value of each step's logs."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(logs[self.name]))
+
+
+def test_gradient_norm_is_global_on_any_replica_count(strategies, tiny_bundle):
+    norms = {}
+    for count in (1, 2):
+        model = build_model(strategies[count])
+        data, steps = training_data(tiny_bundle, epochs=1)
+        if count == 1:
+            # The first step's gradient, by hand: the mean loss over the whole batch.
+            features, labels = next(iter(data))
+            with tf.GradientTape() as tape:
+                probabilities = model.classifier(features, training=True)
+                loss = tf.reduce_mean(
+                    keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+                )
+            gradients = tape.gradient(loss, model.trainable_variables)
+            # Dense, so repeated token ids in the embedding gradient add up first.
+            dense = [tf.convert_to_tensor(g) for g in gradients if g is not None]
+            expected = float(tf.linalg.global_norm(dense))
+        recorder = StepLogs("gradient_norm")
+        model.fit(
+            data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[recorder]
+        )
+        norms[count] = recorder.values
+    assert norms[1][0] == pytest.approx(expected, rel=1e-5)
+    # With 2 replicas the norm is of the summed gradient, not of one replica's share.
+    np.testing.assert_allclose(norms[2], norms[1], rtol=1e-5)

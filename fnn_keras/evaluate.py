@@ -1,0 +1,99 @@
+"""Evaluate a trained run on a labelled file: `python -m fnn_keras.evaluate RUN --data FILE`.
+
+Writes `metrics.json`, `report.md` and the confusion-matrix images into
+`<run directory>/evaluations/<file name>/`, or into `--output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from fnn_keras.cli import add_data_file_arguments, fail, os_error_message, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fnn_keras.evaluate",
+        description="Evaluate a trained run on a labelled file and write metrics.json, a "
+        "Markdown report and confusion-matrix images.",
+    )
+    parser.add_argument(
+        "run", help="Run name under --export-dir, a run directory, or a model.keras path."
+    )
+    parser.add_argument(
+        "--data", required=True, help="Labelled TSV, CSV or JSON Lines file to evaluate on."
+    )
+    parser.add_argument(
+        "--output",
+        help="Directory for the report. Default: <run directory>/evaluations/<file name>.",
+    )
+    parser.add_argument(
+        "--export-dir", default="exported", help="Root of run directories. Default: exported."
+    )
+    add_data_file_arguments(parser)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="Texts per batch. Default: the run's training batch size, which makes the "
+        "run's own dev file give exactly the metrics of its training report.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="Warnings only.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    if args.batch_size is not None and args.batch_size < 1:
+        fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
+
+    from fnn_keras.data.labels import LabelError
+    from fnn_keras.data.readers import DataError
+    from fnn_keras.data.thresholds import ThresholdError, load_threshold
+    from fnn_keras.evaluation.metrics import evaluation_metrics
+    from fnn_keras.evaluation.report import write_report
+    from fnn_keras.export.parity import keras_probabilities
+    from fnn_keras.export.trained_run import ExportError, load_trained_run, read_run_examples
+
+    try:
+        run = load_trained_run(args.run, args.export_dir)
+        examples, label_ids = read_run_examples(
+            run,
+            args.data,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            text_pair_column=args.text_pair_column,
+            encoding=args.encoding,
+        )
+        if not label_ids:
+            raise ExportError(f"{args.data}: no labelled examples to evaluate on.")
+        threshold = load_threshold(run.paths.run_dir, run.labels)
+        output = args.output or os.path.join(
+            run.paths.run_dir, "evaluations", os.path.basename(os.path.normpath(args.data))
+        )
+        os.makedirs(output, exist_ok=True)
+        probabilities = keras_probabilities(
+            run.model, run.preprocessor, examples.inputs, args.batch_size or run.batch_size
+        )
+        metrics = evaluation_metrics(probabilities, label_ids, run.labels, examples.path, threshold)
+        metrics_path, report_path = write_report(
+            metrics, output, title=f"Evaluation of run {run.paths.run_name} on {args.data}"
+        )
+    except (ExportError, DataError, LabelError, ThresholdError) as error:
+        fail(str(error))
+    except OSError as error:
+        fail(os_error_message(error))
+
+    skipped = sum(examples.skipped.values())
+    note = f", {skipped} row(s) skipped" if skipped else ""
+    print(
+        f"Run {run.paths.run_name} on {args.data}: accuracy {metrics['accuracy']:.4f}, "
+        f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['examples']} examples{note})"
+    )
+    print(f"Metrics: {metrics_path}")
+    print(f"Report:  {report_path}")
+
+
+if __name__ == "__main__":
+    main()

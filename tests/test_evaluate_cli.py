@@ -1,0 +1,193 @@
+"""`python -m fnn_keras.evaluate` and the decision threshold across artifacts."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer ops the SavedModel uses)
+
+from conftest import SMALL_DEV, assert_one_line_error, write_tsv
+from fnn_keras import evaluate as evaluate_cli
+from fnn_keras import predict as predict_cli
+from fnn_keras.config import config_from_dict
+from fnn_keras.export.predictors import PredictorError, load_predictor
+from fnn_keras.export.savedmodel import export_saved_model
+from fnn_keras.export.trained_run import load_trained_run
+from fnn_keras.training import trainer
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_evaluate(args, capsys):
+    with pytest.raises(SystemExit) as raised:
+        evaluate_cli.main(args)
+    return raised.value.code, capsys.readouterr().err
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def test_evaluate_matches_training_report(trained_run, small_data, capsys):
+    workdir, _ = trained_run
+    _, dev = small_data
+    export_dir = os.path.join(workdir, "exported")
+    output = os.path.join(workdir, "evaluation-of-dev")
+    evaluate_cli.main(["tiny-run", "--data", dev, "--export-dir", export_dir, "--output", output])
+    stdout = capsys.readouterr().out
+
+    trained = read_json(os.path.join(export_dir, "tiny-run", "metrics.json"))
+    evaluated = read_json(os.path.join(output, "metrics.json"))
+    trained.pop("train_seconds")
+    assert evaluated == trained
+    assert f"accuracy {trained['accuracy']:.4f}" in stdout
+
+    with open(os.path.join(output, "report.md"), encoding="utf-8") as file:
+        report = file.read()
+    assert "| macro average |" in report
+    assert "![Confusion matrix, counts](confusion_matrix.png)" in report
+    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png"):
+        with open(os.path.join(output, name), "rb") as file:
+            assert file.read(8) == PNG_SIGNATURE
+
+
+def test_evaluate_default_output_under_run(trained_run, small_data, capsys):
+    workdir, _ = trained_run
+    _, dev = small_data
+    export_dir = os.path.join(workdir, "exported")
+    evaluate_cli.main(["tiny-run", "--data", dev, "--export-dir", export_dir, "--quiet"])
+    capsys.readouterr()
+    assert os.path.isfile(
+        os.path.join(export_dir, "tiny-run", "evaluations", "dev.tsv", "metrics.json")
+    )
+
+
+def test_evaluate_unknown_label(trained_run, tmp_path, capsys):
+    workdir, _ = trained_run
+    data = write_tsv(tmp_path / "other.tsv", [("fine", "pos"), ("so so", "neutral")])
+    code, err = run_evaluate(
+        ["tiny-run", "--data", data, "--export-dir", os.path.join(workdir, "exported")], capsys
+    )
+    assert code == 2
+    assert_one_line_error(err, "other.tsv", "'neutral' (1)")
+
+
+def test_evaluate_missing_run(tmp_path, small_data, capsys):
+    _, dev = small_data
+    code, err = run_evaluate(["nope", "--data", dev, "--export-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert_one_line_error(err, "Run not found: 'nope'")
+
+
+def test_evaluate_rejects_batch_size(small_data, capsys):
+    _, dev = small_data
+    code, err = run_evaluate(["nope", "--data", dev, "--batch-size", "0"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "--batch-size", "Received: 0")
+
+
+@pytest.fixture(scope="module")
+def threshold_run(tmp_path_factory, small_data):
+    """A tiny in-process run with a tuned threshold, without exports."""
+    root = tmp_path_factory.mktemp("threshold_run")
+    train, dev = small_data
+    config = config_from_dict(
+        {
+            "data": {"train": train, "dev": dev},
+            "model": {"backbone": "tiny", "feedback_units": 4},
+            "training": {"epochs": 2, "batch_size": 4, "tune_thresholds": True},
+            "output": {
+                "run_name": "tuned",
+                "export": False,
+                "log_dir": str(root / "logs"),
+                "export_dir": str(root / "exported"),
+            },
+        }
+    )
+    result = trainer.train(config, verbose=0)
+    return root, result
+
+
+def test_tuned_threshold_saved_and_reported(threshold_run, small_data, capsys):
+    root, result = threshold_run
+    run_dir = root / "exported" / "tuned"
+    saved = read_json(run_dir / "thresholds.json")
+    assert saved["label"] == "pos"
+    assert saved["tuned_on"] == small_data[1]
+    assert result.metrics["threshold"] == saved["threshold"]
+    assert result.metrics["macro_f1"] == pytest.approx(saved["macro_f1"])
+
+    # The evaluation applies the same rule to the same probabilities.
+    output = root / "evaluated"
+    evaluate_cli.main(
+        ["tuned", "--data", small_data[1], "--export-dir", str(root / "exported"),
+         "--output", str(output), "--quiet"]
+    )  # fmt: skip
+    capsys.readouterr()
+    trained = read_json(run_dir / "metrics.json")
+    trained.pop("train_seconds")
+    assert read_json(output / "metrics.json") == trained
+
+
+@pytest.fixture()
+def always_pos_run(threshold_run, tmp_path):
+    """A copy of the tuned run whose threshold sends every text to `pos`."""
+    root, _ = threshold_run
+    run_dir = tmp_path / "always-pos"
+    shutil.copytree(root / "exported" / "tuned", run_dir)
+    thresholds = read_json(run_dir / "thresholds.json")
+    thresholds["threshold"] = 0.0
+    (run_dir / "thresholds.json").write_text(json.dumps(thresholds))
+    return run_dir
+
+
+def test_threshold_applied_by_evaluate_and_predict(always_pos_run, small_data, capsys):
+    output = always_pos_run / "evaluated"
+    evaluate_cli.main(
+        [str(always_pos_run), "--data", small_data[1], "--output", str(output), "--quiet"]
+    )
+    metrics = read_json(output / "metrics.json")
+    # Every prediction is `pos`: the `neg` column is empty.
+    assert [row[0] for row in metrics["confusion_matrix"]] == [0, 0]
+    capsys.readouterr()
+
+    predict_cli.main([str(always_pos_run), "really awful", "good"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [record["label"] for record in records] == ["pos", "pos"]
+    assert all(record["probabilities"]["pos"] < 1.0 for record in records)
+
+
+def test_threshold_applied_by_saved_model(always_pos_run):
+    run = load_trained_run(str(always_pos_run))
+    assert run.threshold == 0.0
+    path = export_saved_model(
+        run.model, run.preprocessor, run.labels, str(always_pos_run / "serving"),
+        threshold=run.threshold,
+    )  # fmt: skip
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    texts = [text for text, _ in SMALL_DEV]
+    outputs = serve(text=tf.constant(texts))
+    assert [label.decode() for label in outputs["label"].numpy()] == ["pos"] * len(texts)
+    np.testing.assert_array_equal(outputs["label_id"].numpy(), [1] * len(texts))
+
+
+@pytest.mark.parametrize("artifact", ["tflite/model_float32.tflite", "onnx/model.onnx"])
+def test_threshold_beside_client_artifacts(trained_run, tmp_path, artifact):
+    workdir, _ = trained_run
+    directory = os.path.dirname(artifact)
+    copy = tmp_path / directory
+    shutil.copytree(os.path.join(workdir, "exported", "tiny-run", directory), copy)
+    with open(copy / "thresholds.json", "w", encoding="utf-8") as file:
+        json.dump({"label": "pos", "threshold": 0.0}, file)
+    predictor = load_predictor(str(tmp_path / artifact))
+    probabilities = predictor.predict(["awful", "fine"])
+    np.testing.assert_array_equal(predictor.label_ids(probabilities), [1, 1])
+
+    with open(copy / "thresholds.json", "w", encoding="utf-8") as file:
+        json.dump({"label": "neg", "threshold": 0.0}, file)
+    with pytest.raises(PredictorError, match="second label"):
+        load_predictor(str(tmp_path / artifact))
