@@ -18,7 +18,12 @@ from fnn_keras.config import config_from_dict
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
 from fnn_keras.evaluation.metrics import example_losses
 from fnn_keras.training.callbacks import build_callbacks
-from fnn_keras.training.summaries import DevEvaluation, most_wrong_markdown
+from fnn_keras.training.summaries import (
+    DevEvaluation,
+    hparam_values,
+    most_wrong_markdown,
+    write_hparams,
+)
 from fnn_keras.training.train_model import build_training_model
 
 LABELS = ["neg", "pos"]
@@ -259,3 +264,31 @@ def test_non_chief_callbacks_write_nothing(tmp_path, strategies, tiny_bundle):
         for name in names
     ]
     assert not [path for path in written if "tfevents" in path], written
+
+
+def experiment_events(log_root):
+    found = []
+    for path in sorted(glob.glob(os.path.join(log_root, "events.out.tfevents.*"))):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            found += [
+                hparams_metadata.parse_experiment_plugin_data(v.metadata.plugin_data.content)
+                for v in event.summary.value
+                if v.tag == hparams_metadata.EXPERIMENT_TAG
+            ]
+    return found
+
+
+def test_experiment_written_once_per_settings(tmp_path):
+    values = hparam_values(config_from_dict({}), tf.distribute.get_strategy())
+    # The settings runs most often differ in lead the dashboard's columns.
+    assert list(values)[:3] == ["model.backbone", "data.sequence_length", "model.feedback_units"]
+    root = tmp_path / "logs"
+    write_hparams(str(root / "first"), values, "first")
+    write_hparams(str(root / "second"), values, "second")
+    assert len(experiment_events(root)) == 1
+
+    write_hparams(str(root / "third"), {**values, "extra": 1}, "third")
+    experiments = experiment_events(root)
+    assert len(experiments) == 2
+    assert [h.name for h in experiments[-1].hparam_infos][-1] == "extra"
