@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -89,7 +90,9 @@ def run_training(name: str, flags: list[str], args, work_dir: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     work_dir = os.path.join(args.output_dir, "logs", "summaries")
-    os.makedirs(work_dir, exist_ok=True)
+    # The runs of an earlier invocation would make the trainer reject the run names.
+    shutil.rmtree(work_dir, ignore_errors=True)
+    os.makedirs(work_dir)
     runs = {name: run_training(name, flags, args, work_dir) for name, flags in SETTINGS.items()}
     on, off = runs["default summaries"], runs["--no-summaries"]
     overhead = on["mean_epoch_seconds"] / off["mean_epoch_seconds"] - 1
