@@ -7,6 +7,7 @@ Writes `metrics.json`, `report.md` and the confusion-matrix images into
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from fnn_keras.cli import add_data_file_arguments, fail, os_error_message, setup_logging
@@ -72,6 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         output = args.output or os.path.join(
             run.paths.run_dir, "evaluations", os.path.basename(os.path.normpath(args.data))
         )
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise ExportError(f"--output {output} is a file; pass a directory for the report.")
+        if os.path.exists(os.path.join(output, "metrics.json")):
+            logging.getLogger("fnn_keras.evaluate").warning(
+                "Replacing the earlier report in %s; pass --output to keep both.", output
+            )
         os.makedirs(output, exist_ok=True)
         probabilities = keras_probabilities(
             run.model, run.preprocessor, examples.inputs, args.batch_size or run.batch_size

@@ -191,3 +191,28 @@ def test_threshold_beside_client_artifacts(trained_run, tmp_path, artifact):
         json.dump({"label": "neg", "threshold": 0.0}, file)
     with pytest.raises(PredictorError, match="second label"):
         load_predictor(str(tmp_path / artifact))
+
+
+def test_evaluate_rejects_same_columns(trained_run, small_data, capsys):
+    workdir, _ = trained_run
+    code, err = run_evaluate(
+        ["tiny-run", "--data", small_data[1], "--export-dir", os.path.join(workdir, "exported"),
+         "--text-column", "label"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, "columns must differ", "label, label")
+
+
+def test_evaluate_output_is_file(trained_run, small_data, tmp_path, capsys):
+    workdir, _ = trained_run
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    code, err = run_evaluate(
+        ["tiny-run", "--data", small_data[1], "--export-dir", os.path.join(workdir, "exported"),
+         "--output", str(existing)],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, f"--output {existing} is a file")
+    assert existing.read_text() == "keep me"

@@ -180,3 +180,17 @@ def test_cli_invalid_summary_flags(flags, fragment, capsys):
     code, err = run_cli(["--backbone", "tiny", *flags], capsys)
     assert code == 2
     assert_one_line_error(err, fragment)
+
+
+def test_cli_tune_thresholds_needs_both_dev_labels(tmp_path, capsys):
+    train = write_tsv(tmp_path / "train.tsv", SMALL_TRAIN)
+    dev = write_tsv(
+        tmp_path / "dev.tsv", [(text, label) for text, label in SMALL_DEV if label == "pos"]
+    )
+    code, err = run_cli(
+        ["--backbone", "tiny", "--train", train, "--dev", dev, "--tune-thresholds",
+         "--quiet", "--export-dir", str(tmp_path / "exported")],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, "dev.tsv", "needs dev examples of both labels", "['pos']")

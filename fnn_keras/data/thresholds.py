@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 THRESHOLDS_FILE = "thresholds.json"
+MAX_THRESHOLD = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
 
 
 class ThresholdError(ValueError):
@@ -106,6 +107,11 @@ def tune_binary_threshold(probabilities, label_ids) -> dict:
         )
     if len(label_ids) == 0:
         raise ThresholdError("Threshold tuning needs at least one dev example.")
+    if len(set(label_ids.tolist())) < 2:
+        raise ThresholdError(
+            "Threshold tuning needs dev examples of both labels; the dev data has only "
+            f"class {label_ids[0]}."
+        )
 
     scores = probabilities[:, 1]
     order = np.argsort(-scores, kind="stable")
@@ -193,15 +199,20 @@ def load_threshold(directory: str, labels: list[str]) -> float | None:
     path = os.path.join(directory, THRESHOLDS_FILE)
     if not os.path.exists(path):
         return None
+    fix = "delete it to predict the most probable label, or retrain with --tune-thresholds"
     try:
         with open(path, encoding="utf-8") as file:
             values = json.load(file)
         label, threshold = values["label"], float(values["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except KeyError as error:
+        raise ThresholdError(f"{path}: missing key {error}; {fix}.") from None
+    except (OSError, ValueError, TypeError) as error:
+        raise ThresholdError(f"{path}: unreadable threshold file ({error}); {fix}.") from None
+    # A tuned threshold can lie a float32 step above 1 (no text reaches it).
+    if not 0.0 <= threshold <= MAX_THRESHOLD:
         raise ThresholdError(
-            f"{path}: unreadable threshold file ({error}); delete it to predict the most "
-            "probable label, or retrain with --tune-thresholds."
-        ) from None
+            f"{path}: threshold {threshold} is not a probability between 0 and 1; {fix}."
+        )
     if len(labels) != 2 or label != labels[1]:
         raise ThresholdError(
             f"{path} sets a threshold for label {label!r}, but the model's labels are "

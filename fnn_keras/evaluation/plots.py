@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import warnings
 
 import numpy as np
@@ -25,9 +27,26 @@ CJK_FONTS = (
 )
 
 
-def _font_families() -> list[str]:
+# File-name parts of those fonts, for fonts installed after matplotlib cached its font list.
+CJK_FONT_FILES = ("notosanscjk", "sourcehansans", "wqy", "simhei", "msyh", "pingfang")
+
+
+@functools.cache
+def _font_families() -> tuple[str, ...]:
     installed = {font.name for font in font_manager.fontManager.ttflist}
-    return [name for name in CJK_FONTS if name in installed] + ["DejaVu Sans"]
+    found = [name for name in CJK_FONTS if name in installed]
+    if not found:
+        # matplotlib caches the system font list once; a CJK font installed
+        # later stays unknown to it until it is added by path.
+        for path in font_manager.findSystemFonts():
+            if any(part in os.path.basename(path).lower() for part in CJK_FONT_FILES):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+        installed = {font.name for font in font_manager.fontManager.ttflist}
+        found = [name for name in CJK_FONTS if name in installed]
+    return (*found, "DejaVu Sans")
 
 
 def confusion_matrix_png(
@@ -80,8 +99,10 @@ def confusion_matrix_png(
     image = axes.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     ticks = np.arange(len(labels))
-    axes.set_xticks(ticks, labels=labels, rotation=45, ha="right", fontfamily=_font_families())
-    axes.set_yticks(ticks, labels=labels, fontfamily=_font_families())
+    axes.set_xticks(
+        ticks, labels=labels, rotation=45, ha="right", fontfamily=list(_font_families())
+    )
+    axes.set_yticks(ticks, labels=labels, fontfamily=list(_font_families()))
     axes.set_xlabel("predicted label")
     axes.set_ylabel("true label")
     axes.set_title(title)

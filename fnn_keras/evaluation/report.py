@@ -15,6 +15,27 @@ CONFUSION_IMAGES = {
 }
 
 
+def markdown_cell(value) -> str:
+    """Return `value` as one Markdown table cell, shown as written.
+
+    A `(text, text_pair)` tuple is joined with " ⟂ ", line breaks become
+    spaces, and pipes, backticks, asterisks, underscores and backslashes are
+    escaped.
+
+    Example:
+
+    ```python
+    markdown_cell("a|b")  # "a\\|b"
+    ```
+    """
+    if isinstance(value, (tuple, list)):
+        value = " ⟂ ".join(value)
+    text = str(value).replace("\\", "\\\\").replace("\n", " ")
+    for character in "|`*_":
+        text = text.replace(character, "\\" + character)
+    return text
+
+
 def per_label_table(metrics: dict) -> str:
     """Render the per-label precision, recall, F1 and support as a Markdown table.
 
@@ -35,7 +56,7 @@ def per_label_table(metrics: dict) -> str:
     ]
     for name, row in zip(metrics["labels"], rows, strict=True):
         lines.append(
-            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} "
+            f"| {markdown_cell(name)} | {row['precision']:.4f} | {row['recall']:.4f} "
             f"| {row['f1']:.4f} | {row['support']} |"
         )
     for average, factors in (("macro average", None), ("weighted average", weights)):
@@ -90,11 +111,11 @@ def format_report(metrics: dict, title: str = "Evaluation", images: dict | None 
     lines += [
         "Confusion matrix (rows: true label, columns: predicted label):",
         "",
-        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "| true \\ predicted | " + " | ".join(markdown_cell(x) for x in labels) + " |",
         "|---" * (len(labels) + 1) + "|",
     ]
     for name, row in zip(labels, metrics["confusion_matrix"], strict=True):
-        lines.append(f"| {name} | " + " | ".join(str(x) for x in row) + " |")
+        lines.append(f"| {markdown_cell(name)} | " + " | ".join(str(x) for x in row) + " |")
     for caption, file_name in (images or {}).items():
         lines += ["", f"![{caption}]({file_name})"]
     return "\n".join(lines) + "\n"

@@ -190,11 +190,20 @@ def read_run_examples(
     ```
     """
     data = run.data
+    text_column = text_column or data.text_column
+    label_column = label_column or data.label_column
+    text_pair_column = text_pair_column or data.text_pair_column
+    columns = [c for c in (text_column, text_pair_column, label_column) if c is not None]
+    if len(set(columns)) < len(columns):
+        raise ExportError(
+            f"The data columns must differ. Received: {', '.join(columns)}; pass other "
+            "--text-column, --text-pair-column or --label-column values."
+        )
     examples = read_examples(
         path,
-        text_column or data.text_column,
-        label_column or data.label_column,
-        text_pair_column=text_pair_column or data.text_pair_column,
+        text_column,
+        label_column,
+        text_pair_column=text_pair_column,
         encoding=encoding or data.encoding,
         on_bad_row=data.on_bad_row,
     )

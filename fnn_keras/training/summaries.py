@@ -17,7 +17,7 @@ from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 from fnn_keras.evaluation.metrics import classification_metrics, example_losses, most_wrong
 from fnn_keras.evaluation.plots import confusion_matrix_png
-from fnn_keras.evaluation.report import per_label_table
+from fnn_keras.evaluation.report import markdown_cell, per_label_table
 from fnn_keras.layers import FeedbackLayer
 
 logger = logging.getLogger(__name__)
@@ -191,16 +191,6 @@ def default_histogram_every_epochs(classifier: keras.Model) -> int:
     return 1 if parameters <= HISTOGRAM_AUTO_MAX_PARAMETERS else 0
 
 
-def _markdown_cell(value) -> str:
-    if isinstance(value, (tuple, list)):
-        value = " ⟂ ".join(value)
-    text = str(value).replace("\\", "\\\\").replace("\n", " ")
-    # Escaped so a text's own pipes, backticks, asterisks and underscores show as written.
-    for character in "|`*_":
-        text = text.replace(character, "\\" + character)
-    return text
-
-
 def most_wrong_markdown(rows: list[dict]) -> str:
     """Render `most_wrong` rows as a Markdown table."""
     if not rows:
@@ -211,8 +201,8 @@ def most_wrong_markdown(rows: list[dict]) -> str:
     ]
     for rank, row in enumerate(rows, start=1):
         lines.append(
-            f"| {rank} | {row['index'] + 1} | {_markdown_cell(row['text'])} "
-            f"| {_markdown_cell(row['true'])} | {_markdown_cell(row['predicted'])} "
+            f"| {rank} | {row['index'] + 1} | {markdown_cell(row['text'])} "
+            f"| {markdown_cell(row['true'])} | {markdown_cell(row['predicted'])} "
             f"| {row['probability']:.4f} | {row['true_probability']:.4f} | {row['loss']:.3f} |"
         )
     return "\n".join(lines)

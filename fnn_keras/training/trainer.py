@@ -269,6 +269,12 @@ def train(
             f"--tune-thresholds needs a binary task; the data has {len(labels)} labels "
             f"({', '.join(labels.labels)}). Drop --tune-thresholds."
         )
+    if training.tune_thresholds and len(set(dev_examples.labels)) < 2:
+        raise ConfigError(
+            f"{dev_examples.path}: --tune-thresholds needs dev examples of both labels; the "
+            f"dev data has only {sorted(set(dev_examples.labels))}. Add dev rows of the "
+            "other label or drop --tune-thresholds."
+        )
 
     run_name = config.output.run_name or new_run_name(
         config.output.export_dir, config.output.log_dir
@@ -465,9 +471,10 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     # Only the chief writes summaries; other workers keep their logs empty.
     log_dir = own.log_dir if chief else None
     summaries = chief and config.output.summaries
-    if log_dir is not None:
+    # A resumed run wrote these when it started.
+    if log_dir is not None and state is None:
         _write_summary_text(log_dir, summary)
-    if summaries:
+    if summaries and state is None:
         write_hparams(log_dir, hparam_values(config, strategy), paths.run_name)
     train_label_ids = labels.encode(train_examples.labels)
     dev_label_ids = labels.encode(dev_examples.labels)
@@ -489,6 +496,15 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         jit_compile=jit_compile,
     )
     profile = config.output.profile_batches
+    if (
+        profile is not None
+        and parse_profile_batches(profile)[0] > steps_per_epoch * training.epochs
+    ):
+        logger.warning(
+            "--profile-batches %s starts after the run's last batch (%d); nothing will be profiled.",
+            profile,
+            steps_per_epoch * training.epochs,
+        )
 
     # === Fit, resuming from a backup if there is one ===
     callbacks, backup = build_callbacks(

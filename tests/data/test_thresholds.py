@@ -94,6 +94,26 @@ def test_saved_threshold_for_other_label_rejected(tmp_path):
 
 
 def test_unreadable_threshold_file_rejected(tmp_path):
-    (tmp_path / "thresholds.json").write_text(json.dumps({"label": "pos"}))
+    (tmp_path / "thresholds.json").write_text("{not json")
     with pytest.raises(ThresholdError, match="unreadable"):
         load_threshold(str(tmp_path), ["neg", "pos"])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"label": "pos", "threshold": 1.5}, "not a probability"),
+        ({"label": "pos", "threshold": float("nan")}, "not a probability"),
+        ({"label": "pos"}, "missing key 'threshold'"),
+    ],
+    ids=["above_one", "nan", "missing_key"],
+)
+def test_invalid_threshold_rejected(tmp_path, content, message):
+    (tmp_path / "thresholds.json").write_text(json.dumps(content))
+    with pytest.raises(ThresholdError, match=message):
+        load_threshold(str(tmp_path), ["neg", "pos"])
+
+
+def test_tuning_needs_both_labels():
+    with pytest.raises(ThresholdError, match="both labels"):
+        tune_binary_threshold(as_probabilities([0.2, 0.9]), np.array([1, 1]))
