@@ -113,7 +113,8 @@ def test_dev_metrics_images_and_curves(run_logs):
         for event in dev[tag][1]:
             width, height, png = value(event)
             assert png.startswith(PNG_SIGNATURE)
-            assert int(width) > 100 and int(height) > 100
+            assert int(width) > 100
+            assert int(height) > 100
 
     for label in LABELS:
         tag = f"pr_curve/{label}/pr_curves"
@@ -126,7 +127,8 @@ def test_dev_metrics_images_and_curves(run_logs):
 
     assert steps_of(dev, "per_class", "text") == [0, 1]
     table = value(dev["per_class"][1][-1]).item().decode()
-    assert "| neg |" in table and "| macro average |" in table
+    assert "| neg |" in table
+    assert "| macro average |" in table
 
 
 def test_most_wrong_table_lists_misclassified_dev_texts(run_logs):
