@@ -228,7 +228,8 @@ class DevEvaluation(keras.callbacks.Callback):
     - text `per_class` (the table) and `most_wrong` (the misclassified
       examples with the highest loss);
     - images `confusion_matrix/counts` and `confusion_matrix/row_fractions`;
-    - a precision-recall curve `pr_curve/<label>` for each label,
+    - a precision-recall curve `pr_curve/<label>` for each label (the
+      PR-curve plugin stores it as `pr_curve/<label>/pr_curves`),
       one-vs-rest on that label's probability;
     - every `histogram_every_epochs` epochs, histograms of the feedback
       layers' weights (`weights/...`) and of their state `u` after each
