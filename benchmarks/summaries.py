@@ -1,12 +1,12 @@
 """The time the default TensorBoard summaries add to a training epoch.
 
-Runs the SST-2 Reproduce command twice in fresh processes, with the default summaries and
-with `--no-summaries`, one after the other, and compares the wall time of each epoch: the time
-between the `epoch_loss` events of consecutive epochs, which covers the training steps, the
-dev pass and every summary written at the epoch end. The first epoch is left out of the mean
-because it also traces the model.
+Runs the SST-2 Reproduce command twice in fresh processes, one after the other: with the
+default summaries and with `--no-summaries`. It compares the wall time of each epoch, taken as
+the time between the `epoch_loss` events of consecutive epochs. That time covers the training
+steps, the dev pass and every summary written at the epoch end. The first epoch is left out of
+the mean because it also traces the model.
 
-    python -m benchmarks.summaries            # about 12 minutes on 2 CPU cores
+    python -m benchmarks.summaries            # about 10 minutes on 2 CPU cores
 
 It writes `benchmarks/results/summaries.json` and `.md`. Run nothing else meanwhile.
 """
@@ -93,9 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     # The runs of an earlier invocation would make the trainer reject the run names.
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
+
     runs = {name: run_training(name, flags, args, work_dir) for name, flags in SETTINGS.items()}
     on, off = runs["default summaries"], runs["--no-summaries"]
     overhead = on["mean_epoch_seconds"] / off["mean_epoch_seconds"] - 1
+
     results = {
         "data": args.data_dir,
         "max_train_examples": args.max_train_examples,
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     with open(os.path.join(args.output_dir, "summaries.json"), "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
+
     lines = [
         f"SST-2, first {args.max_train_examples} training rows, {args.epochs} epochs, seed 0; "
         "epoch wall time from epoch 2 on (training steps, dev pass and summaries).",

@@ -56,7 +56,7 @@ def confusion_matrix_png(
 
     Rows are true labels and columns predicted labels. With `normalize`,
     each row is divided by its count, so a cell is the fraction of that true
-    label predicted as the column's label; a label without examples gets a
+    label predicted as the column's label. A label without examples gets a
     row of zeros. Each cell is written out as well as coloured.
 
     Args:

@@ -37,6 +37,17 @@ PR_CURVE_THRESHOLDS = 201
 HISTOGRAM_AUTO_MAX_PARAMETERS = 1_000_000
 
 
+def read_events(log_dir: str):
+    """Yield the `Event` protos of every event file in `log_dir`, oldest file first."""
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        try:
+            for record in tf.data.TFRecordDataset(path):
+                yield tf.compat.v1.Event.FromString(record.numpy())
+        except tf.errors.DataLossError:
+            # A kill can cut the last record short. The records before it still count.
+            continue
+
+
 def last_logged_step(log_dir: str, prefix: str) -> int:
     """Return the highest step of a scalar named `prefix...` in `log_dir`, or -1.
 
@@ -51,15 +62,9 @@ def last_logged_step(log_dir: str, prefix: str) -> int:
     ```
     """
     last = -1
-    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
-        try:
-            for record in tf.data.TFRecordDataset(path):
-                event = tf.compat.v1.Event.FromString(record.numpy())
-                if any(value.tag.startswith(prefix) for value in event.summary.value):
-                    last = max(last, int(event.step))
-        except tf.errors.DataLossError:
-            # A kill can cut the last record short. The records before it still count.
-            continue
+    for event in read_events(log_dir):
+        if any(value.tag.startswith(prefix) for value in event.summary.value):
+            last = max(last, int(event.step))
     return last
 
 
@@ -279,7 +284,6 @@ class DevEvaluation(keras.callbacks.Callback):
         self.histogram_every_epochs = histogram_every_epochs
         self.state_examples = state_examples
         self.jit_compile = jit_compile
-        self.probabilities = None
         self._writer = None
         self._forward = None
         self._states = None
@@ -309,7 +313,6 @@ class DevEvaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         probabilities = self.predict()
-        self.probabilities = probabilities
         predicted = np.argmax(probabilities, axis=-1)
         if logs is not None:
             for name in STEP_ONLY_LOGS:
@@ -391,8 +394,8 @@ class DevEvaluation(keras.callbacks.Callback):
         collected = [[] for _ in layers]
         seen = 0
         for features, _ in self.dataset:
-            for kept, state in zip(collected, self._states(features), strict=True):
-                kept.append(np.asarray(state, dtype=np.float32))
+            for states, state in zip(collected, self._states(features), strict=True):
+                states.append(np.asarray(state, dtype=np.float32))
             seen += int(features["padding_mask"].shape[0])
             if seen >= self.state_examples:
                 break
@@ -467,14 +470,9 @@ def _experiment(summary) -> object:
 def _latest_experiment(log_root: str):
     """Return the last `Experiment` written to `log_root`, or `None`."""
     latest = None
-    for path in sorted(glob.glob(os.path.join(log_root, "events.out.tfevents.*"))):
-        try:
-            for record in tf.data.TFRecordDataset(path):
-                event = tf.compat.v1.Event.FromString(record.numpy())
-                if any(v.tag == hparams_metadata.EXPERIMENT_TAG for v in event.summary.value):
-                    latest = _experiment(event.summary)
-        except tf.errors.DataLossError:
-            continue
+    for event in read_events(log_root):
+        if any(v.tag == hparams_metadata.EXPERIMENT_TAG for v in event.summary.value):
+            latest = _experiment(event.summary)
     return latest
 
 

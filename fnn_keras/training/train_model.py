@@ -140,9 +140,9 @@ class TrainingModel(keras.Model):
         hands the optimizer `sum / replicas`, which the optimizer's own
         all-reduce adds back up to the sum. So every replica passes the same
         values. Keras 3.15's `LossScaleOptimizer` decides whether to skip a
-        float16 step from the first replica's gradients alone, assuming they
-        are all-reduced already; with each replica's own share, one
-        overflowing replica put infinities into the weights.
+        float16 step from the first replica's gradients alone, because it
+        assumes they are all-reduced already. Given each replica's own share,
+        one overflowing replica put infinities into the weights.
         """
         present = [g for g in gradients if g is not None]
         replicas = self.distribute_strategy.num_replicas_in_sync

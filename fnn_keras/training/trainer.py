@@ -496,14 +496,12 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         jit_compile=jit_compile,
     )
     profile = config.output.profile_batches
-    if (
-        profile is not None
-        and parse_profile_batches(profile)[0] > steps_per_epoch * training.epochs
-    ):
+    profile_batches = None if profile is None else parse_profile_batches(profile)
+    if profile_batches is not None and profile_batches[0] > total_steps:
         logger.warning(
             "--profile-batches %s starts after the run's last batch (%d); nothing will be profiled.",
             profile,
-            steps_per_epoch * training.epochs,
+            total_steps,
         )
 
     # === Fit, resuming from a backup if there is one ===
@@ -520,7 +518,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         num_examples=len(train_examples),
         batch_size=batch_size,
         settings=settings,
-        profile_batches=None if profile is None else parse_profile_batches(profile),
+        profile_batches=profile_batches,
     )
     if state is not None:
         with strategy.scope():
