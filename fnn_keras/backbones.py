@@ -286,7 +286,9 @@ def _load_preset(preset: str, source: str) -> BackboneBundle:
     return BackboneBundle(backbone, tokenizer, source, preset)
 
 
-def load_backbone(source: str = DEFAULT_BACKBONE, seed: int = 0) -> BackboneBundle:
+def load_backbone(
+    source: str = DEFAULT_BACKBONE, seed: int = 0, dropout: float | None = None
+) -> BackboneBundle:
     """Load a BERT backbone and its tokenizer from one of the offline sources.
 
     Args:
@@ -296,6 +298,8 @@ def load_backbone(source: str = DEFAULT_BACKBONE, seed: int = 0) -> BackboneBund
             `vocab.txt`, `model.safetensors`) or a keras-hub preset directory
             (`metadata.json`).
         seed: Seed for the random weights of `"tiny"`.
+        dropout: Dropout rate inside the backbone, replacing the one its
+            config gives (0.1 for BERT checkpoints); `None` keeps that one.
 
     Returns:
         A `BackboneBundle`.
@@ -311,7 +315,7 @@ def load_backbone(source: str = DEFAULT_BACKBONE, seed: int = 0) -> BackboneBund
     ```
     """
     if source == "tiny":
-        return _load_tiny(seed)
+        return _with_dropout(_load_tiny(seed), dropout)
     if source == DEFAULT_BACKBONE:
         path = minilm_path()
     else:
@@ -338,7 +342,17 @@ def load_backbone(source: str = DEFAULT_BACKBONE, seed: int = 0) -> BackboneBund
         raise
     except (OSError, ValueError, KeyError) as error:
         raise BackboneError(f"Failed to load the backbone from {path}: {error}") from error
-    return bundle
+    return _with_dropout(bundle, dropout)
+
+
+def _with_dropout(bundle: BackboneBundle, dropout: float | None) -> BackboneBundle:
+    """Rebuild the backbone with another dropout rate, keeping its weights."""
+    backbone = bundle.backbone
+    if dropout is None or dropout == backbone.get_config()["dropout"]:
+        return bundle
+    rebuilt = type(backbone)(**{**backbone.get_config(), "dropout": dropout})
+    rebuilt.set_weights(backbone.get_weights())
+    return dataclasses.replace(bundle, backbone=rebuilt)
 
 
 def backbone_max_positions(source: str) -> int | None:

@@ -7,6 +7,24 @@ import logging
 import sys
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose usage errors are one `error:` line.
+
+    The standard parser prints its whole usage block before the error. The
+    commands of this package report every bad input in one line and exit 2;
+    the usage stays in `--help`.
+
+    Example:
+
+    ```python
+    parser = ArgumentParser(prog="python -m fnn_keras.train")
+    ```
+    """
+
+    def error(self, message):
+        fail(f"{message}. See {self.prog} --help.")
+
+
 def setup_logging(quiet: bool) -> None:
     """Send log records to stderr: INFO and up, or WARNING and up when quiet."""
     logging.basicConfig(

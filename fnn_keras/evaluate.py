@@ -1,7 +1,9 @@
 """Evaluate a trained run on a labelled file: `python -m fnn_keras.evaluate RUN --data FILE`.
 
 Writes `metrics.json`, `report.md` and the confusion-matrix images into
-`<run directory>/evaluations/<file name>/`, or into `--output`.
+`<run directory>/evaluations/<file name>/`, or into `--output`. With
+`--ensemble RUN RUN ...` it evaluates the mean of the runs' probabilities,
+by default into `<export dir>/ensembles/<run>+<run>/evaluations/<file name>/`.
 """
 
 from __future__ import annotations
@@ -10,17 +12,32 @@ import argparse
 import logging
 import os
 
-from fnn_keras.cli import add_data_file_arguments, fail, os_error_message, setup_logging
+from fnn_keras.cli import (
+    ArgumentParser,
+    add_data_file_arguments,
+    fail,
+    os_error_message,
+    setup_logging,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fnn_keras.evaluate",
         description="Evaluate a trained run on a labelled file and write metrics.json, a "
         "Markdown report and confusion-matrix images.",
     )
     parser.add_argument(
-        "run", help="Run name under --export-dir, a run directory, or a model.keras path."
+        "run",
+        nargs="?",
+        help="Run name under --export-dir, a run directory, or a model.keras path. Leave it "
+        "out with --ensemble.",
+    )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="RUN",
+        help="Evaluate the mean of these runs' probabilities (the most probable label wins).",
     )
     parser.add_argument(
         "--data", required=True, help="Labelled TSV, CSV or JSON Lines file to evaluate on."
@@ -48,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.quiet)
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
+    if (args.run is None) == (args.ensemble is None):
+        fail("pass one RUN, or --ensemble RUN RUN ..., not both.")
 
     from fnn_keras.data.labels import LabelError
     from fnn_keras.data.readers import DataError
@@ -55,10 +74,20 @@ def main(argv: list[str] | None = None) -> None:
     from fnn_keras.evaluation.metrics import evaluation_metrics
     from fnn_keras.evaluation.report import write_report
     from fnn_keras.export.parity import keras_probabilities
+    from fnn_keras.export.predictors import (
+        PredictorError,
+        average_probabilities,
+        check_ensemble_members,
+    )
     from fnn_keras.export.trained_run import ExportError, load_trained_run, read_run_examples
 
+    logger = logging.getLogger("fnn_keras.evaluate")
     try:
-        run = load_trained_run(args.run, args.export_dir)
+        names = args.ensemble or [args.run]
+        runs = [load_trained_run(name, args.export_dir) for name in names]
+        if args.ensemble:
+            check_ensemble_members(runs, names)
+        run = runs[0]
         examples, label_ids = read_run_examples(
             run,
             args.data,
@@ -69,33 +98,59 @@ def main(argv: list[str] | None = None) -> None:
         )
         if not label_ids:
             raise ExportError(f"{args.data}: no labelled examples to evaluate on.")
-        threshold = load_threshold(run.paths.run_dir, run.labels)
-        output = args.output or os.path.join(
-            run.paths.run_dir, "evaluations", os.path.basename(os.path.normpath(args.data))
-        )
+        thresholds = [load_threshold(member.paths.run_dir, member.labels) for member in runs]
+        threshold = thresholds[0]
+        file_name = os.path.basename(os.path.normpath(args.data))
+        if args.ensemble:
+            threshold = None
+            tuned = [n for n, t in zip(names, thresholds, strict=True) if t is not None]
+            if tuned:
+                logger.warning(
+                    "The decision thresholds of %s are not applied: the ensemble predicts "
+                    "the most probable label of the mean.",
+                    ", ".join(tuned),
+                )
+            member_names = "+".join(member.paths.run_name for member in runs)
+            title = f"Evaluation of the ensemble {member_names} on {args.data}"
+            default_output = os.path.join(
+                args.export_dir, "ensembles", member_names, "evaluations", file_name
+            )
+        else:
+            title = f"Evaluation of run {run.paths.run_name} on {args.data}"
+            default_output = os.path.join(run.paths.run_dir, "evaluations", file_name)
+        output = args.output or default_output
         if os.path.exists(output) and not os.path.isdir(output):
             raise ExportError(f"--output {output} is a file; pass a directory for the report.")
         if os.path.exists(os.path.join(output, "metrics.json")):
-            logging.getLogger("fnn_keras.evaluate").warning(
+            logger.warning(
                 "Replacing the earlier report in %s; pass --output to keep both.", output
             )
         os.makedirs(output, exist_ok=True)
-        probabilities = keras_probabilities(
-            run.model, run.preprocessor, examples.inputs, args.batch_size or run.batch_size
+        probabilities = average_probabilities(
+            [
+                keras_probabilities(
+                    member.model,
+                    member.preprocessor,
+                    examples.inputs,
+                    args.batch_size or member.batch_size,
+                )
+                for member in runs
+            ]
         )
         metrics = evaluation_metrics(probabilities, label_ids, run.labels, examples.path, threshold)
-        metrics_path, report_path = write_report(
-            metrics, output, title=f"Evaluation of run {run.paths.run_name} on {args.data}"
-        )
-    except (ExportError, DataError, LabelError, ThresholdError) as error:
+        if args.ensemble:
+            metrics["ensemble"] = [member.paths.run_name for member in runs]
+        metrics_path, report_path = write_report(metrics, output, title=title)
+    except (ExportError, DataError, LabelError, ThresholdError, PredictorError) as error:
         fail(str(error))
     except OSError as error:
         fail(os_error_message(error))
 
     skipped = sum(examples.skipped.values())
     note = f", {skipped} row(s) skipped" if skipped else ""
+    evaluated = f"Ensemble {'+'.join(names)}" if args.ensemble else f"Run {run.paths.run_name}"
     print(
-        f"Run {run.paths.run_name} on {args.data}: accuracy {metrics['accuracy']:.4f}, "
+        f"{evaluated} on {args.data}: accuracy {metrics['accuracy']:.4f}, "
         f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['examples']} examples{note})"
     )
     print(f"Metrics: {metrics_path}")

@@ -3,10 +3,13 @@
     python -m fnn_keras.predict ARTIFACT "first text" "second text"
     python -m fnn_keras.predict ARTIFACT --file texts.txt
     cat texts.txt | python -m fnn_keras.predict ARTIFACT
+    python -m fnn_keras.predict --ensemble RUN RUN --file texts.txt
 
 ARTIFACT is a run name or directory, a `model.keras`, a SavedModel version
-directory, a `.tflite` file or a `.onnx` file. Output is JSON Lines. For a
-sentence-pair model, each text is `text<TAB>text_pair`.
+directory, a `.tflite` file or a `.onnx` file. `--ensemble` averages the
+probabilities of several of them instead; every positional argument is then
+a text. Output is JSON Lines. For a sentence-pair model, each text is
+`text<TAB>text_pair`.
 """
 
 from __future__ import annotations
@@ -16,20 +19,21 @@ import json
 import logging
 import sys
 
-from fnn_keras.cli import fail, os_error_message
+from fnn_keras.cli import ArgumentParser, fail, os_error_message
 
 PAIR_KEYS = ("text", "text_pair")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fnn_keras.predict",
         description="Classify texts; prints one JSON object per text.",
     )
     parser.add_argument(
         "artifact",
+        nargs="?",
         help="Run name or directory, model.keras, SavedModel version directory, "
-        ".tflite or .onnx file.",
+        ".tflite or .onnx file. Leave it out with --ensemble.",
     )
     parser.add_argument(
         "texts",
@@ -40,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--file", help="UTF-8 file with one text (or tab-separated pair) per line.")
     parser.add_argument("--export-dir", default="exported", help="Root of run directories.")
     parser.add_argument("--batch-size", type=int, default=32, help="Texts per batch. Default: 32.")
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="RUN",
+        help="Average the probabilities of these runs (or artifacts) and predict the most "
+        "probable label. Give texts before this flag or with --file.",
+    )
     return parser
 
 
@@ -92,18 +103,56 @@ def _split_pairs(texts: list[str], source: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _load_member(name: str, export_dir: str):
+    from fnn_keras.export.predictors import PredictorError, load_predictor
+
+    try:
+        return load_predictor(name, export_dir)
+    except PredictorError as error:
+        raise PredictorError(
+            f"{error} Every argument after --ensemble names a run; put the texts before "
+            "--ensemble or pass --file."
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.batch_size < 1:
         fail(f"--batch-size must be a positive integer. Received: {args.batch_size}.")
+    if args.ensemble:
+        # No artifact: the first positional argument is a text.
+        args.texts = ([args.artifact] if args.artifact is not None else []) + args.texts
+        args.artifact = None
+    elif args.artifact is None:
+        fail("pass the ARTIFACT to predict with, or --ensemble RUN RUN ...")
     texts = _read_texts(args)
 
     from fnn_keras.data.summary import token_lengths
-    from fnn_keras.export.predictors import PredictorError, count_truncated, load_predictor
+    from fnn_keras.export.predictors import (
+        EnsemblePredictor,
+        PredictorError,
+        count_truncated,
+        load_predictor,
+    )
 
+    if not texts:
+        logging.getLogger("fnn_keras.predict").warning("No texts were given; nothing to classify.")
     try:
-        predictor = load_predictor(args.artifact, args.export_dir)
+        if args.ensemble:
+            members = [_load_member(name, args.export_dir) for name in args.ensemble]
+            predictor = EnsemblePredictor(members, args.ensemble)
+            tuned = [
+                n for n, m in zip(args.ensemble, members, strict=True) if m.threshold is not None
+            ]
+            if tuned:
+                logging.getLogger("fnn_keras.predict").warning(
+                    "The decision thresholds of %s are not applied: the ensemble predicts "
+                    "the most probable label of the mean.",
+                    ", ".join(tuned),
+                )
+        else:
+            predictor = load_predictor(args.artifact, args.export_dir)
         if predictor.text_pair:
             source = "arguments" if args.texts else args.file or "standard input"
             texts = _split_pairs(texts, source)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 
-from fnn_keras.cli import fail, os_error_message, setup_logging
+from fnn_keras.cli import ArgumentParser, fail, os_error_message, setup_logging
 
 # Exit code of a run stopped by a NaN or infinite loss (2 is bad input).
 EXIT_NON_FINITE_LOSS = 3
@@ -34,6 +35,10 @@ FLAG_FIELDS = {
     "bidirectional": "model.bidirectional",
     "dropout": "model.dropout",
     "pooling": "model.pooling",
+    "feedback_dropout": "model.feedback_dropout",
+    "backbone_dropout": "model.backbone_dropout",
+    "fine_tune": "model.fine_tune",
+    "lora_rank": "model.lora_rank",
     "epochs": "training.epochs",
     "batch_size": "training.batch_size",
     "learning_rate": "training.learning_rate",
@@ -52,6 +57,12 @@ FLAG_FIELDS = {
     "mixed_precision": "training.mixed_precision",
     "jit_compile": "training.jit_compile",
     "tune_thresholds": "training.tune_thresholds",
+    "loss": "training.loss",
+    "focal_gamma": "training.focal_gamma",
+    "label_smoothing": "training.label_smoothing",
+    "clip_norm": "training.clip_norm",
+    "adversarial": "training.adversarial",
+    "adversarial_epsilon": "training.adversarial_epsilon",
     "run_name": "output.run_name",
     "log_dir": "output.log_dir",
     "export_dir": "output.export_dir",
@@ -64,7 +75,7 @@ FLAG_FIELDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fnn_keras.train",
         description=(
             "Fine-tune a BERT backbone with a feedback RNN head, evaluate it on "
@@ -129,6 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
         "real tokens. Default: mean.",
     )
     model.add_argument("--dropout", type=float, help="Dropout before the dense head. Default: 0.1.")
+    model.add_argument(
+        "--feedback-dropout",
+        type=float,
+        help="Input dropout of the feedback layer. Default: 0.1.",
+    )
+    model.add_argument(
+        "--backbone-dropout",
+        type=float,
+        help="Dropout inside the backbone. Default: the backbone's own (0.1 for BERT).",
+    )
+    model.add_argument(
+        "--fine-tune",
+        choices=["full", "frozen", "lora"],
+        help="full: train every weight; frozen: only the feedback layer and head; lora: "
+        "low-rank updates of the backbone's attention, merged into the saved model. "
+        "Default: full.",
+    )
+    model.add_argument("--lora-rank", type=int, help="Rank of the LoRA updates. Default: 8.")
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, help="Maximum epochs. Default: 5.")
     training.add_argument("--batch-size", type=int, help="Global batch size. Default: 32.")
@@ -163,6 +192,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="Per-step TensorBoard scalars every N steps. Default: 20.",
     )
     training.add_argument("--seed", type=int, help="Random seed. Default: 0.")
+    training.add_argument(
+        "--loss",
+        choices=["cross_entropy", "focal"],
+        help="Training loss; focal down-weights easy examples. Default: cross_entropy.",
+    )
+    training.add_argument(
+        "--focal-gamma", type=float, help="Focusing parameter of --loss focal. Default: 2."
+    )
+    training.add_argument(
+        "--label-smoothing",
+        type=float,
+        help="Share of each training target spread over all labels, in [0, 1). Default: 0.",
+    )
+    training.add_argument(
+        "--clip-norm",
+        type=float,
+        help="Clip the gradient to this global norm before each update. Default: off.",
+    )
+    training.add_argument(
+        "--adversarial",
+        choices=["none", "fgm"],
+        help="fgm: add the loss under a fast-gradient perturbation of the word embeddings "
+        "(about doubles the step time). Default: none.",
+    )
+    training.add_argument(
+        "--adversarial-epsilon",
+        type=float,
+        help="L2 norm of each example's FGM perturbation. Default: 0.1.",
+    )
     training.add_argument(
         "--tune-thresholds",
         action=argparse.BooleanOptionalAction,
@@ -245,7 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.quiet)
 
     from fnn_keras.backbones import BackboneError
-    from fnn_keras.config import ConfigError, config_from_dict, load_yaml, merge_overrides
+    from fnn_keras.config import (
+        ConfigError,
+        config_from_dict,
+        inactive_settings,
+        load_yaml,
+        merge_overrides,
+        mode_flag,
+    )
     from fnn_keras.data.labels import LabelError
     from fnn_keras.data.readers import DataError
     from fnn_keras.export.exporter import artifact_lines, failure_message
@@ -262,6 +327,13 @@ def main(argv: list[str] | None = None) -> None:
         }
         source = args.config or "command line"
         config = config_from_dict(merge_overrides(values, overrides), source)
+        given = set(overrides) | {
+            f"{section}.{key}" for section, keys in values.items() for key in (keys or {})
+        }
+        for name in inactive_settings(config, given):
+            logging.getLogger("fnn_keras.train").warning(
+                "%s has no effect without %s.", name, mode_flag(name)
+            )
         output = config.output
         run_name = output.run_name or new_run_name(output.export_dir, output.log_dir)
         config = dataclasses.replace(config, output=dataclasses.replace(output, run_name=run_name))

@@ -68,6 +68,31 @@ def assert_one_line_error(err, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+# Nine short labelled texts for step-level tests (1 positive, 0 negative).
+STEP_TEXTS = [
+    "a good film",
+    "great fun and i love it",
+    "the worst service",
+    "boring",
+    "really fine food",
+    "i hate this phone",
+    "not good at all",
+    "the best book",
+    "awful",
+]
+STEP_LABELS = [1, 1, 0, 0, 1, 0, 0, 1, 0]
+
+
+def tiny_backbone_without_dropout(seed):
+    """A fresh tiny BERT with dropout 0, so every forward pass is the same."""
+    import keras
+
+    from fnn_keras.backbones import TINY_CONFIG, ExactGeluBertBackbone, tiny_vocabulary
+
+    keras.utils.set_random_seed(seed)
+    return ExactGeluBertBackbone(vocabulary_size=len(tiny_vocabulary()), dropout=0.0, **TINY_CONFIG)
+
+
 def write_tsv(path, rows, header=("text", "label")):
     """Write rows as an unquoted TSV file with a header."""
     with open(path, "w", encoding="utf-8") as file:

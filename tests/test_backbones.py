@@ -105,6 +105,16 @@ def test_tiny_backbone_is_small_and_seeded():
         np.testing.assert_array_equal(a, b)
 
 
+def test_backbone_dropout_replaces_the_configured_rate():
+    default = load_backbone("tiny", seed=5)
+    changed = load_backbone("tiny", seed=5, dropout=0.3)
+    assert default.backbone.get_config()["dropout"] == 0.1
+    assert changed.backbone.get_config()["dropout"] == 0.3
+    assert isinstance(changed.backbone, ExactGeluBertBackbone)
+    for a, b in zip(default.backbone.get_weights(), changed.backbone.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_exact_gelu_backbone_round_trips(tmp_path):
     backbone = load_backbone("tiny").backbone
     restored = ExactGeluBertBackbone.from_config(backbone.get_config())

@@ -43,6 +43,7 @@ def test_evaluate_matches_training_report(trained_run, small_data, capsys):
     trained = read_json(os.path.join(export_dir, "tiny-run", "metrics.json"))
     evaluated = read_json(os.path.join(output, "metrics.json"))
     trained.pop("train_seconds")
+    trained.pop("parameters")
     assert evaluated == trained
     assert f"accuracy {trained['accuracy']:.4f}" in stdout
 
@@ -130,6 +131,7 @@ def test_tuned_threshold_saved_and_reported(threshold_run, small_data, capsys):
     capsys.readouterr()
     trained = read_json(run_dir / "metrics.json")
     trained.pop("train_seconds")
+    trained.pop("parameters")
     assert read_json(output / "metrics.json") == trained
 
 
@@ -216,3 +218,58 @@ def test_evaluate_output_is_file(trained_run, small_data, tmp_path, capsys):
     assert code == 2
     assert_one_line_error(err, f"--output {existing} is a file")
     assert existing.read_text() == "keep me"
+
+
+def test_ensemble_averages_the_runs_probabilities(
+    trained_run, threshold_run, small_data, tmp_path, capsys, caplog
+):
+    workdir, _ = trained_run
+    root, _ = threshold_run
+    members = [os.path.join(workdir, "exported", "tiny-run"), str(root / "exported" / "tuned")]
+    texts = [text for text, _ in SMALL_DEV[:6]]
+    each = [load_predictor(member).predict(texts) for member in members]
+    expected = (each[0].astype(np.float64) + each[1]) / 2
+    # The two runs differ, so the mean is not either of them.
+    assert np.max(np.abs(each[0] - each[1])) > 1e-3
+
+    predict_cli.main([*texts, "--ensemble", *members])
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [record["text"] for record in records] == texts
+    labels = ["neg", "pos"]
+    printed = np.array([[record["probabilities"][label] for label in labels] for record in records])
+    np.testing.assert_allclose(printed, expected, atol=1e-6)
+    assert [record["label_id"] for record in records] == list(np.argmax(expected, axis=1))
+    # The tuned run's threshold does not apply to the mean.
+    assert "thresholds of" in caplog.text and "tuned" in caplog.text
+
+    # evaluate: metrics of the mean over the whole dev file.
+    _, dev = small_data
+    dev_texts = [text for text, _ in SMALL_DEV]
+    dev_ids = [labels.index(label) for _, label in SMALL_DEV]
+    mean = np.mean([load_predictor(member).predict(dev_texts) for member in members], axis=0)
+    output = tmp_path / "ensemble-report"
+    evaluate_cli.main(["--ensemble", *members, "--data", dev, "--output", str(output), "--quiet"])
+    assert "Ensemble" in capsys.readouterr().out
+    metrics = read_json(output / "metrics.json")
+    assert metrics["ensemble"] == ["tiny-run", "tuned"]
+    assert metrics["examples"] == len(dev_texts)
+    assert metrics["accuracy"] == pytest.approx(np.mean(np.argmax(mean, axis=1) == dev_ids))
+
+
+def test_ensemble_needs_matching_runs(trained_run, small_data, tmp_path, capsys):
+    workdir, _ = trained_run
+    first = os.path.join(workdir, "exported", "tiny-run")
+    swapped = tmp_path / "swapped"
+    shutil.copytree(first, swapped)
+    with open(swapped / "labels.json", "w", encoding="utf-8") as file:
+        json.dump(["pos", "neg"], file)
+    _, dev = small_data
+    for args, fragments in (
+        (["--ensemble", first, str(swapped), "--data", dev], ["same labels", "swapped"]),
+        (["--ensemble", first, "--data", dev], ["2 or more runs"]),
+        ([first, "--ensemble", first, first, "--data", dev], ["not both"]),
+    ):
+        code, err = run_evaluate(args, capsys)
+        assert code == 2
+        assert_one_line_error(err, *fragments)

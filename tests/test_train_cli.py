@@ -194,3 +194,41 @@ def test_cli_tune_thresholds_needs_both_dev_labels(tmp_path, capsys):
     )  # fmt: skip
     assert code == 2
     assert_one_line_error(err, "dev.tsv", "needs dev examples of both labels", "['pos']")
+
+
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--fine-tune", "partial"], ["--fine-tune", "invalid choice: 'partial'", "--help"]),
+        (["--lora-rank", "2.5"], ["--lora-rank", "invalid int value"]),
+        (["--clip-norm", "inf"], ["training.clip_norm", "Received: inf"]),
+        (["--adversarial-epsilon", "1e30"], ["training.adversarial_epsilon"]),
+        (["--focal-gamma", "1e308"], ["training.focal_gamma"]),
+        (["--fine-tune", "lora", "--lora-rank", "33"], ["--lora-rank", "hidden size 32"]),
+    ],
+    ids=["choice", "int", "clip_inf", "epsilon_huge", "gamma_huge", "rank_above_width"],
+)
+def test_cli_invalid_fine_tuning_flags(flags, fragments, small_data, tmp_path, capsys):
+    train, dev = small_data
+    args = ["--backbone", "tiny", "--train", train, "--dev", dev, "--no-export", "--quiet"]
+    args += ["--export-dir", str(tmp_path / "exported"), "--log-dir", str(tmp_path / "logs")]
+    code, err = run_cli([*args, *flags], capsys)
+    assert code == 2
+    assert_one_line_error(err, *fragments)
+
+
+def test_settings_of_an_inactive_mode_do_not_block_resume():
+    from fnn_keras.config import config_from_dict, inactive_settings
+    from fnn_keras.training.trainer import resume_settings
+
+    config = config_from_dict({"model": {"lora_rank": 4}, "training": {"focal_gamma": 3}})
+    assert inactive_settings(config) == [
+        "model.lora_rank",
+        "training.focal_gamma",
+        "training.adversarial_epsilon",
+    ]
+    assert inactive_settings(config, {"model.lora_rank"}) == ["model.lora_rank"]
+    settings = resume_settings(config)
+    assert "model.lora_rank" not in settings and "training.focal_gamma" not in settings
+    lora = config_from_dict({"model": {"fine_tune": "lora", "lora_rank": 4}})
+    assert resume_settings(lora)["model.lora_rank"] == 4

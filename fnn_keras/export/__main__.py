@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from fnn_keras.cli import add_data_file_arguments, fail, os_error_message, setup_logging
+from fnn_keras.cli import (
+    ArgumentParser,
+    add_data_file_arguments,
+    fail,
+    os_error_message,
+    setup_logging,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fnn_keras.export",
         description="Export a trained run to SavedModel, TFLite and ONNX and check each "
         "against the Keras model.",

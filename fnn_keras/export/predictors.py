@@ -214,13 +214,109 @@ class OnnxPredictor(_TokenIdPredictor):
         )
 
 
+def check_ensemble_members(members: list, names: list[str]) -> None:
+    """Raise `PredictorError` unless the members can be averaged.
+
+    Every member needs the same labels in the same order, and all of them
+    read single texts or all read text pairs.
+
+    Args:
+        members: Predictors or `TrainedRun`s, each with `labels` and
+            `text_pair`.
+        names: What the user called each member, for the message.
+    """
+    if len(members) < 2:
+        raise PredictorError(
+            "--ensemble needs 2 or more runs after it; texts go before it. "
+            f"Received: {', '.join(names) or 'none'}."
+        )
+    first, first_name = members[0], names[0]
+    for member, name in zip(members[1:], names[1:], strict=True):
+        if list(member.labels) != list(first.labels):
+            raise PredictorError(
+                f"{name} has labels {member.labels} and {first_name} has {first.labels}; "
+                "ensemble members need the same labels in the same order."
+            )
+        if member.text_pair != first.text_pair:
+            raise PredictorError(
+                f"{name} and {first_name} differ: one reads text pairs and the other single "
+                "texts; ensemble runs that read the same inputs."
+            )
+
+
+def average_probabilities(probabilities: list[np.ndarray]) -> np.ndarray:
+    """Return the mean of several `(n, labels)` probability arrays, as float32.
+
+    The mean is taken in float64, so it is the exact mean to float32
+    precision.
+
+    Example:
+
+    ```python
+    average_probabilities([np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])])  # [[0.4, 0.6]]
+    ```
+    """
+    return np.mean(np.stack(probabilities).astype(np.float64), axis=0).astype(np.float32)
+
+
+class EnsemblePredictor(_Predictor):
+    """Averages the class probabilities of several predictors.
+
+    Each member tokenizes with its own tokenizer and sequence length, so
+    runs on different backbones can be combined. The predicted label is the
+    most probable one under the mean; thresholds the members were tuned
+    with are not applied.
+
+    Args:
+        members: Two or more predictors from `load_predictor`, with the
+            same labels.
+        names: What the user called each member, for error messages.
+
+    Example:
+
+    ```python
+    ensemble = EnsemblePredictor(
+        [load_predictor("run-a"), load_predictor("run-b")], ["run-a", "run-b"]
+    )
+    ensemble.predict(["a fine film"])
+    ```
+    """
+
+    def __init__(self, members: list, names: list[str]):
+        check_ensemble_members(members, names)
+        self.members = list(members)
+        self.names = list(names)
+        first = members[0]
+        self.labels = first.labels
+        self.text_pair = first.text_pair
+        self.tokenizer = first.tokenizer
+        self.sequence_length = first.sequence_length
+        self.threshold = None
+
+    def predict(self, texts: list, batch_size: int = 32, lengths=None) -> np.ndarray:
+        # `lengths` come from the first member's tokenizer; the others
+        # count their own.
+        return average_probabilities(
+            [
+                member.predict(texts, batch_size, lengths if index == 0 else None)
+                for index, member in enumerate(self.members)
+            ]
+        )
+
+
 def count_truncated(predictor, texts: list[str], lengths=None) -> int:
     """Count the texts longer than the predictor's sequence length.
 
-    `lengths`, from `token_lengths`, saves tokenizing the texts again.
+    `lengths`, from `token_lengths`, saves tokenizing the texts again. For
+    an ensemble, the count of the member that truncates most.
     """
     if not texts:
         return 0
+    if isinstance(predictor, EnsemblePredictor):
+        return max(
+            count_truncated(member, texts, lengths if index == 0 else None)
+            for index, member in enumerate(predictor.members)
+        )
     if lengths is None:
         lengths = token_lengths(predictor.tokenizer, texts)
     return int((np.asarray(lengths) > predictor.sequence_length).sum())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from fnn_keras.layers import FeedbackLayer
+from fnn_keras.models.fine_tuning import apply_fine_tuning
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
@@ -21,6 +22,8 @@ def build_classifier(
     unroll: bool = False,
     seed: int | None = None,
     pooling: str = "mean",
+    fine_tune: str = "full",
+    lora_rank: int = 8,
 ) -> keras.Model:
     """Build `backbone ▶ FeedbackLayer ▶ dropout ▶ dense softmax` as one model.
 
@@ -46,6 +49,9 @@ def build_classifier(
         pooling: `"last"` feeds the head the feedback output at the last real
             token of each direction; `"mean"` feeds it the mean of the
             feedback outputs over the real tokens.
+        fine_tune: Which backbone weights train: `"full"`, `"frozen"` or
+            `"lora"`; see `apply_fine_tuning`.
+        lora_rank: Rank of the LoRA updates when `fine_tune="lora"`.
 
     Returns:
         An uncompiled `keras.Model`.
@@ -67,6 +73,7 @@ def build_classifier(
     # The pooler is not used by this model; freezing it keeps the optimizer
     # from warning on every step that it has no gradient.
     backbone.get_layer("pooled_dense").trainable = False
+    apply_fine_tuning(backbone, fine_tune, lora_rank)
 
     # === Layers ===
     feedback = FeedbackLayer(
@@ -127,4 +134,6 @@ def classifier_from_config(model_config, backbone: keras.Model, num_labels: int,
         dropout=model_config.dropout,
         seed=seed,
         pooling=model_config.pooling,
+        fine_tune=model_config.fine_tune,
+        lora_rank=model_config.lora_rank,
     )

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from fnn_keras.models.fine_tuning import lora_layers
 from fnn_keras.training.summaries import StepScalarLogger
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,74 @@ def _load_weights(model: keras.Model, path: str, backup_dir: str) -> None:
         ) from None
 
 
+def _lora_file(weights_path: str) -> str:
+    return weights_path.removesuffix(".weights.h5") + ".lora.npz"
+
+
+def _lora_variables(model: keras.Model) -> list:
+    return [
+        variable
+        for layer in lora_layers(model)
+        for variable in (layer._kernel, layer.lora_kernel_a, layer.lora_kernel_b)
+    ]
+
+
+def _save_lora_state(model: keras.Model, weights_path: str) -> None:
+    """Write the LoRA layers' base kernels and factors beside a weights file.
+
+    Keras saves a LoRA layer's kernel with the update merged in and no
+    factors, and loading such a file sets both factors to zero. A zero pair
+    has zero gradients, so a resumed LoRA run would stop learning; this file
+    keeps the exact values.
+    """
+    variables = _lora_variables(model)
+    if not variables:
+        return
+    path = _lora_file(weights_path)
+    arrays = {f"value_{i}": ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+    with open(path + ".tmp", "wb") as file:
+        np.savez(file, paths=np.array([v.path for v in variables]), **arrays)
+    os.replace(path + ".tmp", path)
+
+
+def _load_lora_state(
+    model: keras.Model, weights_path: str, backup_dir: str, required: bool = True
+) -> None:
+    variables = _lora_variables(model)
+    if not variables:
+        return
+    path = _lora_file(weights_path)
+    if not required and not os.path.exists(path):
+        # The weights file alone gives the same function, merged.
+        logger.warning(
+            "%s has no LoRA factors beside it; its weights are used with the updates merged.",
+            weights_path,
+        )
+        return
+    try:
+        with np.load(path) as saved:
+            values = dict(
+                zip(
+                    saved["paths"].tolist(),
+                    (saved[f"value_{i}"] for i in range(len(saved["paths"]))),
+                    strict=True,
+                )
+            )
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"cannot read the LoRA factors of {weights_path} ({type(error).__name__}); "
+            f"delete {backup_dir} to train from the start."
+        ) from None
+    missing = [v.path for v in variables if v.path not in values]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {missing[0]}; rerun with the settings the run started with, "
+            f"or delete {backup_dir} to train from the start."
+        )
+    for variable in variables:
+        variable.assign(values[variable.path])
+
+
 def _seed_variables(model: keras.Model) -> list:
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
@@ -290,6 +359,7 @@ class TrainingBackup(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.early_stopping = early_stopping
         self.checkpoint = checkpoint
+        self._checkpointed_best = None
 
     def restore(self, model: keras.Model, state: BackupState) -> None:
         """Load a backup into `model` and the callbacks. Call inside the strategy scope."""
@@ -304,12 +374,16 @@ class TrainingBackup(keras.callbacks.Callback):
         best_weights = None
         if self.early_stopping.restore_best_weights and os.path.exists(self.checkpoint.filepath):
             _load_weights(model, self.checkpoint.filepath, self.backup_dir)
+            _load_lora_state(model, self.checkpoint.filepath, self.backup_dir, required=False)
             best_weights = model.get_weights()
-        _load_weights(model, os.path.join(self.backup_dir, state.weights), self.backup_dir)
+        weights_path = os.path.join(self.backup_dir, state.weights)
+        _load_weights(model, weights_path, self.backup_dir)
+        _load_lora_state(model, weights_path, self.backup_dir)
         for variable, value in zip(_seed_variables(model), state.seed_states, strict=True):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         self.early_stopping.set_state(state.early_stopping, best_weights)
         self.checkpoint.best = state.best_value
+        self._checkpointed_best = state.best_value
         logger.info(
             "Resuming from the backup at step %d (epoch %d, batch %d of %d) in %s",
             state.global_step,
@@ -325,6 +399,12 @@ class TrainingBackup(keras.callbacks.Callback):
             self.save(step)
 
     def on_epoch_end(self, epoch, logs=None):
+        # The checkpoint callback runs first; a new best means it just saved
+        # the current weights, whose LoRA factors its file lacks.
+        best = self.checkpoint.best
+        if best != self._checkpointed_best and os.path.exists(self.checkpoint.filepath):
+            _save_lora_state(self.model, self.checkpoint.filepath)
+            self._checkpointed_best = best
         self.save(int(ops.convert_to_numpy(self.model.optimizer.iterations)))
 
     def save(self, step: int) -> None:
@@ -345,6 +425,7 @@ class TrainingBackup(keras.callbacks.Callback):
         os.makedirs(self.backup_dir, exist_ok=True)
         weights = f"step-{step:09d}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, weights), overwrite=True)
+        _save_lora_state(self.model, os.path.join(self.backup_dir, weights))
         best = self.checkpoint.best
         state = BackupState(
             global_step=step,
@@ -361,8 +442,9 @@ class TrainingBackup(keras.callbacks.Callback):
             file.flush()
             os.fsync(file.fileno())
         os.replace(path + ".tmp", path)
-        for old in glob.glob(os.path.join(self.backup_dir, "step-*.weights.h5")):
-            if os.path.basename(old) != weights:
+        keep = {weights, os.path.basename(_lora_file(weights))}
+        for old in glob.glob(os.path.join(self.backup_dir, "step-*")):
+            if os.path.basename(old) not in keep:
                 os.remove(old)
 
 

@@ -7,6 +7,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from fnn_keras.models.fine_tuning import merged_weights
+
 PRECISION_POLICIES = {
     "off": "float32",
     "bfloat16": "mixed_bfloat16",
@@ -104,7 +106,8 @@ def float32_copy(model: keras.Model) -> keras.Model:
 
     Call it outside any distribution strategy scope: the copy has plain
     variables, ready to save, evaluate and export. Mixed-precision layers
-    keep float32 variables, so no weight loses precision.
+    keep float32 variables, so no weight loses precision. LoRA updates are
+    merged into their kernels, so the copy has no LoRA weights.
 
     Args:
         model: A built functional model, mixed precision or not.
@@ -122,5 +125,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
     config = _to_float32(keras.saving.serialize_keras_object(model))
     with precision_policy("off"):
         copy = keras.saving.deserialize_keras_object(config)
-    copy.set_weights(model.get_weights())
+    # The config carries no LoRA (keras-hub's backbone config does not
+    # record it), so LoRA updates are merged into the copy's kernels.
+    copy.set_weights(merged_weights(model))
     return copy

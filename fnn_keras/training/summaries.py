@@ -424,12 +424,14 @@ LEADING_HPARAMS = (
     "data.sequence_length",
     "model.feedback_units",
     "model.feedback_steps",
+    "model.fine_tune",
     "training.learning_rate",
     "training.batch_size",
     "strategy",
     "replicas",
     "training.epochs",
     "training.seed",
+    "training.adversarial",
     "data.train",
 )
 

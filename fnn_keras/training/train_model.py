@@ -9,6 +9,8 @@ import tensorflow as tf
 from keras.src.trainers import data_adapters
 
 from fnn_keras.models.classifier import classifier_from_config
+from fnn_keras.training.adversarial import EmbeddingPerturbation, fgm_perturbation
+from fnn_keras.training.losses import build_loss
 from fnn_keras.training.optimization import build_optimizer, learning_rate_multipliers
 from fnn_keras.training.strategy import is_multi_worker
 
@@ -43,6 +45,17 @@ class TrainingModel(keras.Model):
             A training example's loss is multiplied by its class's weight
             and the sum is still divided by the example count, as Keras's
             `class_weight` does. Dev losses and all metrics are unweighted.
+        clip_norm: Clip the gradient to this global norm before each
+            update, or `None`. The norm is taken over the gradient summed
+            over replicas, so 1 and N replicas clip alike; the logged
+            `gradient_norm` is the norm before clipping.
+        adversarial_embedding: The backbone's token embedding layer, to
+            train with the fast gradient method (FGM), or `None`. Each step
+            then also computes the loss with every example's embedding
+            output moved by `adversarial_epsilon` along its gradient, and
+            the gradients of both losses are added. The logs gain
+            `adversarial_loss`, the mean loss under the perturbation.
+        adversarial_epsilon: L2 norm of each example's FGM perturbation.
 
     Example:
 
@@ -63,6 +76,9 @@ class TrainingModel(keras.Model):
         loss: keras.losses.Loss,
         jit_compile=False,
         class_weights=None,
+        clip_norm=None,
+        adversarial_embedding=None,
+        adversarial_epsilon=0.1,
         **kwargs,
     ):
         super().__init__(name=kwargs.pop("name", "training_model"), **kwargs)
@@ -75,6 +91,12 @@ class TrainingModel(keras.Model):
         self.class_weights = (
             None if class_weights is None else tf.constant(class_weights, tf.float32)
         )
+        self.clip_norm = clip_norm
+        self.perturbation = None
+        self.adversarial_epsilon = adversarial_epsilon
+        if adversarial_embedding is not None:
+            self.perturbation = EmbeddingPerturbation(adversarial_embedding)
+            self.adversarial_loss_tracker = keras.metrics.Mean(name="adversarial_loss")
         self._sums = tf.function(self._loss_sum_and_gradients, jit_compile=jit_compile)
         self._eval_sums = tf.function(self._loss_sum_and_outputs, jit_compile=jit_compile)
 
@@ -92,16 +114,69 @@ class TrainingModel(keras.Model):
             losses = losses * tf.cast(sample_weight, losses.dtype)
         return tf.reduce_sum(losses)
 
+    def _forward_loss_sum(self, x, y, sample_weight):
+        probabilities = self(x, training=True)
+        loss_sum = self._loss_sum(y, probabilities, sample_weight)
+        for extra in self.losses:
+            loss_sum += tf.cast(extra, loss_sum.dtype) * _batch_size(x, loss_sum.dtype)
+        return loss_sum, probabilities
+
     def _loss_sum_and_gradients(self, x, y, sample_weight):
+        if self.perturbation is not None:
+            return self._adversarial_sums(x, y, sample_weight)
         with tf.GradientTape() as tape:
-            probabilities = self(x, training=True)
-            loss_sum = self._loss_sum(y, probabilities, sample_weight)
-            for extra in self.losses:
-                loss_sum += tf.cast(extra, loss_sum.dtype) * _batch_size(x, loss_sum.dtype)
+            loss_sum, probabilities = self._forward_loss_sum(x, y, sample_weight)
             # Loss scaling for float16 mixed precision; identity otherwise.
             scaled = self.optimizer.scale_loss(loss_sum)
         gradients = tape.gradient(scaled, self.trainable_variables)
-        return loss_sum, probabilities, gradients
+        return loss_sum, probabilities, gradients, None
+
+    def adversarial_terms(self, x, y, sample_weight=None):
+        """Run FGM's two forward passes on one replica's batch.
+
+        Returns:
+            A dict with these keys:
+            - `loss_sum`, `probabilities`, `gradients`: the clean pass.
+            - `embedding_gradient`: the clean loss's gradient with respect
+              to the word-embedding output, still loss-scaled under float16.
+            - `perturbation`: that gradient scaled to norm
+              `adversarial_epsilon` per example.
+            - `adversarial_loss_sum`, `adversarial_gradients`: the pass
+              under the perturbation.
+        """
+        perturbation = self.perturbation
+        token_ids = x["token_ids"]
+        with tf.GradientTape() as tape:
+            delta = perturbation.zeros(token_ids)  # (batch, time, hidden)
+            tape.watch(delta)
+            perturbation.delta = delta
+            loss_sum, probabilities = self._forward_loss_sum(x, y, sample_weight)
+            scaled = self.optimizer.scale_loss(loss_sum)
+        perturbation.delta = None
+        *gradients, embedding_gradient = tape.gradient(scaled, [*self.trainable_variables, delta])
+        moved = fgm_perturbation(embedding_gradient, self.adversarial_epsilon)
+        with tf.GradientTape() as tape:
+            perturbation.delta = moved
+            adversarial_sum, _ = self._forward_loss_sum(x, y, sample_weight)
+            scaled = self.optimizer.scale_loss(adversarial_sum)
+        perturbation.delta = None
+        return {
+            "loss_sum": loss_sum,
+            "probabilities": probabilities,
+            "gradients": gradients,
+            "embedding_gradient": embedding_gradient,
+            "perturbation": moved,
+            "adversarial_loss_sum": adversarial_sum,
+            "adversarial_gradients": tape.gradient(scaled, self.trainable_variables),
+        }
+
+    def _adversarial_sums(self, x, y, sample_weight):
+        terms = self.adversarial_terms(x, y, sample_weight)
+        gradients = [
+            _add_gradients(a, b)
+            for a, b in zip(terms["gradients"], terms["adversarial_gradients"], strict=True)
+        ]
+        return terms["loss_sum"], terms["probabilities"], gradients, terms["adversarial_loss_sum"]
 
     def _loss_sum_and_outputs(self, x, y, sample_weight):
         probabilities = self(x, training=False)
@@ -118,9 +193,9 @@ class TrainingModel(keras.Model):
                 "The model has no trainable weights; fit only computes the loss.", stacklevel=2
             )
             loss_sum, probabilities = self._eval_sums(x, y, loss_weight)
-            gradients = []
+            gradients, adversarial_sum = [], None
         else:
-            loss_sum, probabilities, gradients = self._sums(x, y, loss_weight)
+            loss_sum, probabilities, gradients, adversarial_sum = self._sums(x, y, loss_weight)
         count = _batch_size(x, loss_sum.dtype)
         global_count = tf.distribute.get_replica_context().all_reduce("SUM", count)
         scale = tf.math.divide_no_nan(tf.constant(1.0, loss_sum.dtype), global_count)
@@ -129,9 +204,23 @@ class TrainingModel(keras.Model):
             gradients = [None if g is None else g * tf.cast(scale, g.dtype) for g in gradients]
             gradients, summed = self._replica_gradients(gradients)
             step_values = self._step_values(summed)
+            if self.clip_norm is not None:
+                gradients = self._clipped(gradients, step_values["gradient_norm"])
             self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        if adversarial_sum is not None:
+            self.adversarial_loss_tracker.update_state(
+                tf.math.divide_no_nan(adversarial_sum, count), sample_weight=count
+            )
         logs = self._step_logs(x, y, probabilities, sample_weight, loss_sum, count)
         return logs | self._logs_for_reduction(step_values)
+
+    def _clipped(self, gradients, norm):
+        # `norm` is of the summed, unscaled gradient; scaling every replica's
+        # share by one factor clips the sum the optimizer applies. A
+        # non-finite norm gives factor 0 or NaN and a non-finite gradient,
+        # which float16's loss scaling skips as before.
+        factor = tf.minimum(1.0, self.clip_norm / norm)
+        return [None if g is None else g * tf.cast(factor, g.dtype) for g in gradients]
 
     def _replica_gradients(self, gradients):
         """Return the gradients to hand the optimizer, and their sum over replicas.
@@ -209,6 +298,19 @@ class TrainingModel(keras.Model):
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
+def _add_gradients(a, b):
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+        # Embedding-table gradients: keep them sparse; rows given twice add up.
+        return tf.IndexedSlices(
+            tf.concat([a.values, b.values], axis=0),
+            tf.concat([a.indices, b.indices], axis=0),
+            a.dense_shape,
+        )
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+
+
 def _batch_size(x, dtype):
     first = tf.nest.flatten(x)[0]
     return tf.cast(tf.shape(first)[0], dtype)
@@ -255,6 +357,7 @@ def build_training_model(
     training = config.training
     if classifier is None:
         classifier = classifier_from_config(config.model, backbone, num_labels, training.seed)
+    adversarial = training.adversarial == "fgm"
     optimizer = build_optimizer(
         training.learning_rate,
         total_steps,
@@ -269,11 +372,14 @@ def build_training_model(
     )
     model = TrainingModel(
         classifier,
-        keras.losses.SparseCategoricalCrossentropy(reduction=None),
+        build_loss(training.loss, num_labels, training.label_smoothing, training.focal_gamma),
         jit_compile=jit_compile,
         class_weights=None
         if class_weights is None or set(class_weights) == {1.0}
         else class_weights,
+        clip_norm=training.clip_norm,
+        adversarial_embedding=backbone.token_embedding if adversarial else None,
+        adversarial_epsilon=training.adversarial_epsilon,
     )
     # XLA is applied per replica by `TrainingModel`; Keras's own
     # `jit_compile` would compile the multi-replica step as one.

@@ -18,7 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from fnn_keras.backbones import backbone_max_positions, load_backbone
-from fnn_keras.config import Config, ConfigError, parse_profile_batches, save_config
+from fnn_keras.config import (
+    Config,
+    ConfigError,
+    inactive_settings,
+    parse_profile_batches,
+    save_config,
+)
 from fnn_keras.data.labels import build_vocabulary, class_weights
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
 from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
@@ -36,6 +42,7 @@ from fnn_keras.export.exporter import export_run
 from fnn_keras.export.parity import keras_probabilities
 from fnn_keras.export.trained_run import load_trained_run
 from fnn_keras.layout import RunPaths, run_paths
+from fnn_keras.models.fine_tuning import lora_layers, parameter_counts
 from fnn_keras.tokenizer import save_tokenizer
 from fnn_keras.training.callbacks import NonFiniteLossError, build_callbacks, read_backup
 from fnn_keras.training.precision import (
@@ -324,13 +331,18 @@ RESUMABLE_CHANGES = frozenset(
 
 
 def resume_settings(config: Config) -> dict:
-    """Return the `section.key` settings that a resumed run must keep."""
+    """Return the `section.key` settings that a resumed run must keep.
+
+    Settings without effect in the run's mode, such as the LoRA rank of a
+    full fine-tuning run, are left out.
+    """
     values = config.to_dict()
+    inactive = set(inactive_settings(config))
     return {
         f"{section}.{key}": value
         for section in ("data", "model", "training")
         for key, value in values[section].items()
-        if f"{section}.{key}" not in RESUMABLE_CHANGES
+        if f"{section}.{key}" not in RESUMABLE_CHANGES | inactive
     }
 
 
@@ -415,7 +427,15 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     jit_compile = resolve_jit_compile(training.jit_compile, training.deterministic)
     mixed_precision = resolve_mixed_precision(training.mixed_precision)
     with strategy.scope(), precision_policy(mixed_precision):
-        bundle = load_backbone(config.model.backbone, seed=training.seed)
+        bundle = load_backbone(
+            config.model.backbone, seed=training.seed, dropout=config.model.backbone_dropout
+        )
+        hidden = bundle.backbone.hidden_dim
+        if config.model.fine_tune == "lora" and config.model.lora_rank > hidden:
+            raise ConfigError(
+                f"model.lora_rank (--lora-rank) is {config.model.lora_rank}, above the "
+                f"backbone's hidden size {hidden}; pass a rank from 1 to {hidden} (8 is usual)."
+            )
         if config.data.sequence_length > bundle.max_sequence_length:
             raise ConfigError(
                 _sequence_length_message(config.data.sequence_length, bundle.max_sequence_length)
@@ -429,6 +449,14 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
             class_weights=weights,
         )
         classifier = model.classifier
+    parameters = parameter_counts(classifier)
+    logger.info(
+        "Fine-tuning %s%s: %d of %d parameters trainable",
+        config.model.fine_tune,
+        f" (rank {config.model.lora_rank})" if config.model.fine_tune == "lora" else "",
+        parameters["trainable"],
+        parameters["total"],
+    )
     logger.info(
         "Training with %s compute, XLA %s",
         mixed_precision if mixed_precision != "off" else "float32",
@@ -590,6 +618,17 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     # === Evaluate and save, in float32 and outside the strategy ===
     final = float32_copy(classifier)
     probabilities = keras_probabilities(final, preprocessor, dev_inputs, batch_size)
+    lora_difference = None
+    if lora_layers(classifier):
+        # The saved model has the LoRA updates merged into its kernels;
+        # check it against the model as trained.
+        trained = keras_probabilities(classifier, preprocessor, dev_inputs, batch_size)
+        lora_difference = float(np.max(np.abs(trained - probabilities)))
+        logger.info(
+            "LoRA merged into the kernels; dev probabilities differ from the trained model "
+            "by at most %.3g",
+            lora_difference,
+        )
     threshold = None
     if training.tune_thresholds:
         tuned = tune_binary_threshold(probabilities, dev_label_ids)
@@ -607,6 +646,9 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         probabilities, dev_label_ids, labels.labels, dev_examples.path, threshold
     )
     metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["parameters"] = parameters
+    if lora_difference is not None:
+        metrics["lora_merge_max_abs_difference"] = lora_difference
     write_report(metrics, paths.run_dir, title=f"Dev evaluation of run {paths.run_name}")
     if summaries:
         last_epoch = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fnn_keras.backbones import TINY_CONFIG, ExactGeluBertBackbone, tiny_vocabulary
+from conftest import STEP_LABELS, STEP_TEXTS, tiny_backbone_without_dropout
 from fnn_keras.data.pipeline import (
     bucketed_batches,
     build_preprocessor,
@@ -22,27 +22,13 @@ from fnn_keras.training.optimization import build_optimizer
 from fnn_keras.training.precision import float32_copy, resolve_mixed_precision
 from fnn_keras.training.train_model import TrainingModel
 
-TEXTS = [
-    "a good film",
-    "great fun and i love it",
-    "the worst service",
-    "boring",
-    "really fine food",
-    "i hate this phone",
-    "not good at all",
-    "the best book",
-    "awful",
-]
-LABELS = [1, 1, 0, 0, 1, 0, 0, 1, 0]
+TEXTS, LABELS = STEP_TEXTS, STEP_LABELS
 
 
 def build_model(strategy, feedback_steps=2, learning_rate=1e-3, total_steps=100):
     """A tiny classifier without dropout, so replicas draw no random masks."""
     with strategy.scope():
-        keras.utils.set_random_seed(3)
-        backbone = ExactGeluBertBackbone(
-            vocabulary_size=len(tiny_vocabulary()), dropout=0.0, **TINY_CONFIG
-        )
+        backbone = tiny_backbone_without_dropout(3)
         classifier = build_classifier(
             backbone,
             num_labels=2,
