@@ -331,8 +331,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{section}.{key}" for section, keys in values.items() for key in (keys or {})
         }
         for name in inactive_settings(config, given):
+            flag = "--" + name.split(".", 1)[1].replace("_", "-")
             logging.getLogger("fnn_keras.train").warning(
-                "%s has no effect without %s.", name, mode_flag(name)
+                "%s (%s) has no effect without %s.", name, flag, mode_flag(name)
             )
         output = config.output
         run_name = output.run_name or new_run_name(output.export_dir, output.log_dir)
