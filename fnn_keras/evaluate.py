@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from fnn_keras.data.labels import LabelError
     from fnn_keras.data.readers import DataError
-    from fnn_keras.data.thresholds import ThresholdError, load_threshold
     from fnn_keras.evaluation.metrics import evaluation_metrics
     from fnn_keras.evaluation.report import write_report
     from fnn_keras.export.parity import keras_probabilities
@@ -98,18 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         if not label_ids:
             raise ExportError(f"{args.data}: no labelled examples to evaluate on.")
-        thresholds = [load_threshold(member.paths.run_dir, member.labels) for member in runs]
-        threshold = thresholds[0]
+        # The ensemble predicts the most probable label of the mean.
+        threshold = None if args.ensemble else run.threshold
         file_name = os.path.basename(os.path.normpath(args.data))
         if args.ensemble:
-            threshold = None
-            tuned = [n for n, t in zip(names, thresholds, strict=True) if t is not None]
-            if tuned:
-                logger.warning(
-                    "The decision thresholds of %s are not applied: the ensemble predicts "
-                    "the most probable label of the mean.",
-                    ", ".join(tuned),
-                )
             member_names = "+".join(member.paths.run_name for member in runs)
             title = f"Evaluation of the ensemble {member_names} on {args.data}"
             default_output = os.path.join(
@@ -141,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.ensemble:
             metrics["ensemble"] = [member.paths.run_name for member in runs]
         metrics_path, report_path = write_report(metrics, output, title=title)
-    except (ExportError, DataError, LabelError, ThresholdError, PredictorError) as error:
+    except (ExportError, DataError, LabelError, PredictorError) as error:
         fail(str(error))
     except OSError as error:
         fail(os_error_message(error))

@@ -142,15 +142,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.ensemble:
             members = [_load_member(name, args.export_dir) for name in args.ensemble]
             predictor = EnsemblePredictor(members, args.ensemble)
-            tuned = [
-                n for n, m in zip(args.ensemble, members, strict=True) if m.threshold is not None
-            ]
-            if tuned:
-                logging.getLogger("fnn_keras.predict").warning(
-                    "The decision thresholds of %s are not applied: the ensemble predicts "
-                    "the most probable label of the mean.",
-                    ", ".join(tuned),
-                )
         else:
             predictor = load_predictor(args.artifact, args.export_dir)
         if predictor.text_pair:

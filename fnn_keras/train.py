@@ -330,10 +330,10 @@ def main(argv: list[str] | None = None) -> None:
         given = set(overrides) | {
             f"{section}.{key}" for section, keys in values.items() for key in (keys or {})
         }
+        flags = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
         for name in inactive_settings(config, given):
-            flag = "--" + name.split(".", 1)[1].replace("_", "-")
             logging.getLogger("fnn_keras.train").warning(
-                "%s (%s) has no effect without %s.", name, flag, mode_flag(name)
+                "%s (%s) has no effect without %s.", name, flags[name], mode_flag(name)
             )
         output = config.output
         run_name = output.run_name or new_run_name(output.export_dir, output.log_dir)

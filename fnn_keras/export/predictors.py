@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -16,6 +17,8 @@ from fnn_keras.export.savedmodel import text_arguments
 from fnn_keras.export.trained_run import ExportError, load_trained_run
 from fnn_keras.models.classifier import INPUT_NAMES
 from fnn_keras.tokenizer import TokenizerError, load_tokenizer, reads_text_pairs
+
+logger = logging.getLogger(__name__)
 
 
 class PredictorError(ValueError):
@@ -218,11 +221,12 @@ def check_ensemble_members(members: list, names: list[str]) -> None:
     """Raise `PredictorError` unless the members can be averaged.
 
     Every member needs the same labels in the same order, and all of them
-    read single texts or all read text pairs.
+    read single texts or all read text pairs. A warning names the members
+    that have a decision threshold, because the ensemble does not apply it.
 
     Args:
-        members: Predictors or `TrainedRun`s, each with `labels` and
-            `text_pair`.
+        members: Predictors or `TrainedRun`s, each with `labels`,
+            `text_pair` and `threshold`.
         names: What the user called each member, for the message.
     """
     if len(members) < 2:
@@ -242,6 +246,15 @@ def check_ensemble_members(members: list, names: list[str]) -> None:
                 f"{name} and {first_name} differ: one reads text pairs and the other single "
                 "texts; ensemble runs that read the same inputs."
             )
+    tuned = [
+        name for name, member in zip(names, members, strict=True) if member.threshold is not None
+    ]
+    if tuned:
+        logger.warning(
+            "The decision thresholds of %s are not applied: the ensemble predicts the most "
+            "probable label of the mean.",
+            ", ".join(tuned),
+        )
 
 
 def average_probabilities(probabilities: list[np.ndarray]) -> np.ndarray:

@@ -31,7 +31,7 @@ def apply_fine_tuning(backbone: keras.Model, method: str, lora_rank: int = 8) ->
     ```python
     bundle = load_backbone("tiny")
     apply_fine_tuning(bundle.backbone, "lora", lora_rank=4)
-    len(bundle.backbone.trainable_weights)  # 8: 2 layers x (query, value) x (a, b)
+    len(bundle.backbone.trainable_weights)  # 12: 2 layers x (query, value) x (a, b, bias)
     ```
     """
     if method not in FINE_TUNE_CHOICES:
@@ -41,13 +41,29 @@ def apply_fine_tuning(backbone: keras.Model, method: str, lora_rank: int = 8) ->
     if method == "frozen":
         backbone.trainable = False
     elif method == "lora":
-        if not isinstance(lora_rank, int) or not 1 <= lora_rank <= backbone.hidden_dim:
-            raise ValueError(
-                "`lora_rank` must be an integer from 1 to the backbone's hidden size "
-                f"({backbone.hidden_dim}); a low-rank update needs a rank below the layer's "
-                f"width. Received: lora_rank={lora_rank!r}."
-            )
+        check_lora_rank(backbone, lora_rank)
         backbone.enable_lora(lora_rank)
+
+
+def check_lora_rank(backbone: keras.Model, lora_rank: int) -> None:
+    """Raise `ValueError` unless `lora_rank` is from 1 to the backbone's hidden size.
+
+    Example:
+
+    ```python
+    check_lora_rank(load_backbone("tiny").backbone, 8)
+    ```
+    """
+    hidden = backbone.hidden_dim
+    if (
+        isinstance(lora_rank, bool)
+        or not isinstance(lora_rank, int)
+        or not 1 <= lora_rank <= hidden
+    ):
+        raise ValueError(
+            f"the LoRA rank must be an integer from 1 to the backbone's hidden size {hidden}, "
+            f"and 8 is usual. Received: {lora_rank!r}."
+        )
 
 
 def lora_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -56,6 +72,19 @@ def lora_layers(model: keras.Model) -> list[keras.layers.Layer]:
         layer
         for layer in model._flatten_layers(include_self=False)
         if getattr(layer, "lora_enabled", False)
+    ]
+
+
+def lora_variables(model: keras.Model) -> list:
+    """Return the base kernel and both factors of every LoRA layer of `model`, in layer order.
+
+    Keras 3 keeps a LoRA layer's frozen base kernel in `_kernel`. The
+    public `kernel` property returns the merged kernel instead.
+    """
+    return [
+        variable
+        for layer in lora_layers(model)
+        for variable in (layer._kernel, layer.lora_kernel_a, layer.lora_kernel_b)
     ]
 
 

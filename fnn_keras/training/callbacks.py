@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fnn_keras.models.fine_tuning import lora_layers
+from fnn_keras.models.fine_tuning import lora_variables
 from fnn_keras.training.summaries import StepScalarLogger
 
 logger = logging.getLogger(__name__)
@@ -240,14 +240,6 @@ def _lora_file(weights_path: str) -> str:
     return weights_path.removesuffix(".weights.h5") + ".lora.npz"
 
 
-def _lora_variables(model: keras.Model) -> list:
-    return [
-        variable
-        for layer in lora_layers(model)
-        for variable in (layer._kernel, layer.lora_kernel_a, layer.lora_kernel_b)
-    ]
-
-
 def _save_lora_state(model: keras.Model, weights_path: str) -> None:
     """Write the LoRA layers' base kernels and factors beside a weights file.
 
@@ -256,7 +248,7 @@ def _save_lora_state(model: keras.Model, weights_path: str) -> None:
     has zero gradients, so a resumed LoRA run would stop learning; this file
     keeps the exact values.
     """
-    variables = _lora_variables(model)
+    variables = lora_variables(model)
     if not variables:
         return
     path = _lora_file(weights_path)
@@ -269,7 +261,7 @@ def _save_lora_state(model: keras.Model, weights_path: str) -> None:
 def _load_lora_state(
     model: keras.Model, weights_path: str, backup_dir: str, required: bool = True
 ) -> None:
-    variables = _lora_variables(model)
+    variables = lora_variables(model)
     if not variables:
         return
     path = _lora_file(weights_path)
@@ -282,13 +274,8 @@ def _load_lora_state(
         return
     try:
         with np.load(path) as saved:
-            values = dict(
-                zip(
-                    saved["paths"].tolist(),
-                    (saved[f"value_{i}"] for i in range(len(saved["paths"]))),
-                    strict=True,
-                )
-            )
+            paths = saved["paths"].tolist()
+            values = {name: saved[f"value_{i}"] for i, name in enumerate(paths)}
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
             f"cannot read the LoRA factors of {weights_path} ({type(error).__name__}); "

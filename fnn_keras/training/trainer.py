@@ -42,7 +42,7 @@ from fnn_keras.export.exporter import export_run
 from fnn_keras.export.parity import keras_probabilities
 from fnn_keras.export.trained_run import load_trained_run
 from fnn_keras.layout import RunPaths, run_paths
-from fnn_keras.models.fine_tuning import lora_layers, parameter_counts
+from fnn_keras.models.fine_tuning import check_lora_rank, lora_layers, parameter_counts
 from fnn_keras.tokenizer import save_tokenizer
 from fnn_keras.training.callbacks import NonFiniteLossError, build_callbacks, read_backup
 from fnn_keras.training.precision import (
@@ -430,12 +430,11 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         bundle = load_backbone(
             config.model.backbone, seed=training.seed, dropout=config.model.backbone_dropout
         )
-        hidden = bundle.backbone.hidden_dim
-        if config.model.fine_tune == "lora" and config.model.lora_rank > hidden:
-            raise ConfigError(
-                f"model.lora_rank (--lora-rank) is {config.model.lora_rank}, above the "
-                f"backbone's hidden size {hidden}; pass a rank from 1 to {hidden} (8 is usual)."
-            )
+        if config.model.fine_tune == "lora":
+            try:
+                check_lora_rank(bundle.backbone, config.model.lora_rank)
+            except ValueError as error:
+                raise ConfigError(f"model.lora_rank (--lora-rank): {error}") from None
         if config.data.sequence_length > bundle.max_sequence_length:
             raise ConfigError(
                 _sequence_length_message(config.data.sequence_length, bundle.max_sequence_length)
