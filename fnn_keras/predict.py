@@ -7,8 +7,8 @@
 
 ARTIFACT is a run name or directory, a `model.keras`, a SavedModel version
 directory, a `.tflite` file or a `.onnx` file. `--ensemble` averages the
-probabilities of several of them instead; every positional argument is then
-a text. Output is JSON Lines. For a sentence-pair model, each text is
+probabilities of several of them instead, and every positional argument is
+then a text. Output is JSON Lines. For a sentence-pair model, each text is
 `text<TAB>text_pair`.
 """
 

@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--adversarial",
         choices=["none", "fgm"],
         help="fgm: add the loss under a fast-gradient perturbation of the word embeddings "
-        "(about doubles the step time). Default: none.",
+        "(two forward and backward passes per step). Default: none.",
     )
     training.add_argument(
         "--adversarial-epsilon",
@@ -327,11 +327,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         source = args.config or "command line"
         config = config_from_dict(merge_overrides(values, overrides), source)
-        given = set(overrides) | {
+        explicit = set(overrides) | {
             f"{section}.{key}" for section, keys in values.items() for key in (keys or {})
         }
         flags = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
-        for name in inactive_settings(config, given):
+        for name in inactive_settings(config, explicit):
             logging.getLogger("fnn_keras.train").warning(
                 "%s (%s) has no effect without %s.", name, flags[name], mode_flag(name)
             )

@@ -105,7 +105,7 @@ def test_tiny_backbone_is_small_and_seeded():
         np.testing.assert_array_equal(a, b)
 
 
-def test_backbone_dropout_replaces_the_configured_rate():
+def test_backbone_dropout_replaces_rate():
     default = load_backbone("tiny", seed=5)
     changed = load_backbone("tiny", seed=5, dropout=0.3)
     assert default.backbone.get_config()["dropout"] == 0.1

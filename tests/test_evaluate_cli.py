@@ -220,17 +220,17 @@ def test_evaluate_output_is_file(trained_run, small_data, tmp_path, capsys):
     assert existing.read_text() == "keep me"
 
 
-def test_ensemble_averages_the_runs_probabilities(
+def test_ensemble_averages_probabilities(
     trained_run, threshold_run, small_data, tmp_path, capsys, caplog
 ):
     workdir, _ = trained_run
     root, _ = threshold_run
     members = [os.path.join(workdir, "exported", "tiny-run"), str(root / "exported" / "tuned")]
     texts = [text for text, _ in SMALL_DEV[:6]]
-    each = [load_predictor(member).predict(texts) for member in members]
-    expected = (each[0].astype(np.float64) + each[1]) / 2
+    alone = [load_predictor(member).predict(texts) for member in members]
+    expected = (alone[0].astype(np.float64) + alone[1]) / 2
     # The two runs differ, so the mean is not either of them.
-    assert np.max(np.abs(each[0] - each[1])) > 1e-3
+    assert np.max(np.abs(alone[0] - alone[1])) > 1e-3
 
     predict_cli.main([*texts, "--ensemble", *members])
     captured = capsys.readouterr()
@@ -241,7 +241,8 @@ def test_ensemble_averages_the_runs_probabilities(
     np.testing.assert_allclose(printed, expected, atol=1e-6)
     assert [record["label_id"] for record in records] == list(np.argmax(expected, axis=1))
     # The tuned run's threshold does not apply to the mean.
-    assert "thresholds of" in caplog.text and "tuned" in caplog.text
+    assert "thresholds of" in caplog.text
+    assert "tuned" in caplog.text
 
     # evaluate: metrics of the mean over the whole dev file.
     _, dev = small_data

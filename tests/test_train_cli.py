@@ -217,7 +217,7 @@ def test_cli_invalid_fine_tuning_flags(flags, fragments, small_data, tmp_path, c
     assert_one_line_error(err, *fragments)
 
 
-def test_settings_of_an_inactive_mode_do_not_block_resume():
+def test_resume_ignores_inactive_settings():
     from fnn_keras.config import config_from_dict, inactive_settings
     from fnn_keras.training.trainer import resume_settings
 
@@ -229,6 +229,7 @@ def test_settings_of_an_inactive_mode_do_not_block_resume():
     ]
     assert inactive_settings(config, {"model.lora_rank"}) == ["model.lora_rank"]
     settings = resume_settings(config)
-    assert "model.lora_rank" not in settings and "training.focal_gamma" not in settings
+    assert "model.lora_rank" not in settings
+    assert "training.focal_gamma" not in settings
     lora = config_from_dict({"model": {"fine_tune": "lora", "lora_rank": 4}})
     assert resume_settings(lora)["model.lora_rank"] == 4

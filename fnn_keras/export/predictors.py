@@ -307,8 +307,8 @@ class EnsemblePredictor(_Predictor):
         self.threshold = None
 
     def predict(self, texts: list, batch_size: int = 32, lengths=None) -> np.ndarray:
-        # `lengths` come from the first member's tokenizer; the others
-        # count their own.
+        # `lengths` come from the first member's tokenizer, so the other
+        # members count their own.
         return average_probabilities(
             [
                 member.predict(texts, batch_size, lengths if index == 0 else None)

@@ -116,9 +116,8 @@ def merged_weights(model: keras.Model) -> list[np.ndarray]:
     """
     merged = {}
     for layer in lora_layers(model):
-        # Keras 3 keeps the frozen base kernel in `_kernel`; the public
-        # `kernel` property merges in the compute dtype, which may be
-        # bfloat16 during mixed-precision training.
+        # The public `kernel` property merges in the compute dtype, which is
+        # bfloat16 during bfloat16 mixed-precision training, so merge here.
         base = keras.ops.convert_to_numpy(layer._kernel).astype(np.float64)
         a = keras.ops.convert_to_numpy(layer.lora_kernel_a).astype(np.float64)
         b = keras.ops.convert_to_numpy(layer.lora_kernel_b).astype(np.float64)

@@ -245,7 +245,7 @@ def _save_lora_state(model: keras.Model, weights_path: str) -> None:
 
     Keras saves a LoRA layer's kernel with the update merged in and no
     factors, and loading such a file sets both factors to zero. A zero pair
-    has zero gradients, so a resumed LoRA run would stop learning; this file
+    has zero gradients, so a resumed LoRA run would stop learning. This file
     keeps the exact values.
     """
     variables = lora_variables(model)
@@ -278,14 +278,14 @@ def _load_lora_state(
             values = {name: saved[f"value_{i}"] for i, name in enumerate(paths)}
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
-            f"cannot read the LoRA factors of {weights_path} ({type(error).__name__}); "
-            f"delete {backup_dir} to train from the start."
+            f"failed to read the LoRA factors of {weights_path} from {path} "
+            f"({type(error).__name__}). Delete {backup_dir} to train from the start."
         ) from None
     missing = [v.path for v in variables if v.path not in values]
     if missing:
         raise ValueError(
-            f"{path} lacks {missing[0]}; rerun with the settings the run started with, "
-            f"or delete {backup_dir} to train from the start."
+            f"{path} is missing {missing[0]}. Rerun with the settings the run started "
+            f"with, or delete {backup_dir} to train from the start."
         )
     for variable in variables:
         variable.assign(values[variable.path])
@@ -386,8 +386,8 @@ class TrainingBackup(keras.callbacks.Callback):
             self.save(step)
 
     def on_epoch_end(self, epoch, logs=None):
-        # The checkpoint callback runs first; a new best means it just saved
-        # the current weights, whose LoRA factors its file lacks.
+        # The checkpoint callback runs first, so a new best means that it has
+        # just saved the current weights. Its file lacks their LoRA factors.
         best = self.checkpoint.best
         if best != self._checkpointed_best and os.path.exists(self.checkpoint.filepath):
             _save_lora_state(self.model, self.checkpoint.filepath)

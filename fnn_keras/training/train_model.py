@@ -47,7 +47,7 @@ class TrainingModel(keras.Model):
             `class_weight` does. Dev losses and all metrics are unweighted.
         clip_norm: Clip the gradient to this global norm before each
             update, or `None`. The norm is taken over the gradient summed
-            over replicas, so 1 and N replicas clip alike; the logged
+            over replicas, so 1 and N replicas clip alike. The logged
             `gradient_norm` is the norm before clipping.
         adversarial_embedding: The backbone's token embedding layer, to
             train with the fast gradient method (FGM), or `None`. Each step
@@ -132,7 +132,10 @@ class TrainingModel(keras.Model):
         return loss_sum, probabilities, gradients, None
 
     def adversarial_terms(self, x, y, sample_weight=None):
-        """Run FGM's two forward passes on one replica's batch.
+        """Run FGM's two forward and backward passes on one replica's batch.
+
+        NOTE: tests and runs so far used float32 without XLA. The float16
+        loss-scaling and XLA paths of FGM have not run.
 
         Returns:
             A dict with these keys:
@@ -215,10 +218,10 @@ class TrainingModel(keras.Model):
         return logs | self._logs_for_reduction(step_values)
 
     def _clipped(self, gradients, norm):
-        # `norm` is of the summed, unscaled gradient; scaling every replica's
-        # share by one factor clips the sum the optimizer applies. A
-        # non-finite norm gives factor 0 or NaN and a non-finite gradient,
-        # which float16's loss scaling skips as before.
+        # `norm` is the norm of the summed, unscaled gradient, so one factor on
+        # every replica's share clips the sum that the optimizer applies. A
+        # non-finite norm gives a non-finite gradient, which float16's loss
+        # scaling skips as before.
         factor = tf.minimum(1.0, self.clip_norm / norm)
         return [None if g is None else g * tf.cast(factor, g.dtype) for g in gradients]
 
@@ -302,7 +305,7 @@ def _add_gradients(a, b):
     if a is None or b is None:
         return b if a is None else a
     if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
-        # Embedding-table gradients: keep them sparse; rows given twice add up.
+        # Embedding-table gradients stay sparse. A row in both adds up.
         return tf.IndexedSlices(
             tf.concat([a.values, b.values], axis=0),
             tf.concat([a.indices, b.indices], axis=0),

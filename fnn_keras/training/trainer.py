@@ -619,8 +619,8 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     probabilities = keras_probabilities(final, preprocessor, dev_inputs, batch_size)
     lora_difference = None
     if lora_layers(classifier):
-        # The saved model has the LoRA updates merged into its kernels;
-        # check it against the model as trained.
+        # The saved model has the LoRA updates merged into its kernels, so
+        # compare it with the model as trained.
         trained = keras_probabilities(classifier, preprocessor, dev_inputs, batch_size)
         lora_difference = float(np.max(np.abs(trained - probabilities)))
         logger.info(

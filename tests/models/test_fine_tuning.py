@@ -48,7 +48,7 @@ def snapshot(layer):
     return [np.array(w) for w in layer.weights]
 
 
-def test_frozen_trains_only_the_feedback_layer_and_head(tiny_bundle):
+def test_frozen_trains_only_head(tiny_bundle):
     classifier, backbone = build("frozen")
     backbone_ids = {id(w) for w in backbone.weights}
     assert classifier.trainable_weights
@@ -70,7 +70,7 @@ def test_frozen_trains_only_the_feedback_layer_and_head(tiny_bundle):
     )
 
 
-def test_lora_trains_adapters_and_merges_them_into_a_plain_copy(tiny_bundle):
+def test_lora_merges_into_plain_copy(tiny_bundle):
     rank = 4
     classifier, backbone = build("lora", lora_rank=rank)
     adapted = lora_layers(classifier)
@@ -112,7 +112,7 @@ def test_lora_trains_adapters_and_merges_them_into_a_plain_copy(tiny_bundle):
     np.testing.assert_allclose(np.array(merged_kernel), expected, atol=1e-6)
 
 
-def test_apply_fine_tuning_rejects_unknown_methods(tiny_bundle):
+def test_fine_tuning_rejects_unknown_method(tiny_bundle):
     with pytest.raises(ValueError, match="Received: method='partial'"):
         apply_fine_tuning(tiny_bundle.backbone, "partial")
 
@@ -150,7 +150,8 @@ def test_lora_run_exports_merged_weights(small_data, tmp_path):
     report = export_run(run, examples.inputs, label_ids, formats=("saved_model",))
     assert not report["failed"], report
     parity = [entry for entry in report["artifacts"] if entry["format"] == "saved_model"]
-    assert parity and all(entry["parity"]["max_abs_diff"] <= 1e-5 for entry in parity)
+    assert parity
+    assert all(entry["parity"]["max_abs_diff"] <= 1e-5 for entry in parity)
 
     loaded = tf.saved_model.load(parity[0]["path"])
     names = [variable.name for variable in loaded.variables]
@@ -164,7 +165,7 @@ class InterruptAfterEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_resumed_lora_run_matches_an_uninterrupted_one(small_data, tmp_path, monkeypatch):
+def test_lora_resume_matches_whole_run(small_data, tmp_path, monkeypatch):
     """A resumed LoRA run keeps its factors: Keras's weight files alone reset them to zero."""
     from fnn_keras.training import trainer
 
@@ -207,7 +208,8 @@ def test_resumed_lora_run_matches_an_uninterrupted_one(small_data, tmp_path, mon
     assert sorted(path.suffix for path in backup.glob("step-*")) == [".h5", ".npz"]
     monkeypatch.setattr(trainer, "build_callbacks", build_callbacks)
     resumed = trainer.train(config("resumed"), verbose=0)
-    assert resumed.resumed_at is not None and resumed.resumed_at > 0
+    assert resumed.resumed_at is not None
+    assert resumed.resumed_at > 0
 
     assert resumed.weights_digest == whole.weights_digest
     models = [

@@ -43,7 +43,7 @@ def batches(tiny_bundle, epochs=1, batch_size=4):
     return data, math.ceil(len(TEXTS) / batch_size)
 
 
-def test_fgm_perturbation_has_norm_epsilon_per_example():
+def test_fgm_perturbation_norm_per_example():
     gradient = tf.random.stateless_normal([3, 4, 5], seed=[1, 2])
     gradient = tf.concat([gradient[:2], tf.zeros([1, 4, 5])], axis=0)
     # A constant factor, such as float16 loss scaling, changes nothing.
@@ -55,7 +55,7 @@ def test_fgm_perturbation_has_norm_epsilon_per_example():
     np.testing.assert_array_equal(moved[2], 0.0)
 
 
-def test_fgm_moves_the_embedding_output_along_its_gradient(strategies, tiny_bundle):
+def test_fgm_follows_embedding_gradient(strategies, tiny_bundle):
     epsilon = 0.01
     model, backbone = build_model(strategies[1], fgm_epsilon=epsilon)
     data, _ = batches(tiny_bundle)
@@ -102,7 +102,7 @@ def test_fgm_moves_the_embedding_output_along_its_gradient(strategies, tiny_bund
     assert rise == pytest.approx(expected, rel=0.05)
 
 
-def test_fgm_trains_alike_on_one_and_two_replicas(strategies, tiny_bundle):
+def test_fgm_one_and_two_replicas_agree(strategies, tiny_bundle):
     weights = {}
     for count in (1, 2):
         model, _ = build_model(strategies[count], fgm_epsilon=0.5)
@@ -111,8 +111,8 @@ def test_fgm_trains_alike_on_one_and_two_replicas(strategies, tiny_bundle):
         # The logged adversarial loss is above the clean loss.
         assert history.history["adversarial_loss"][0] > history.history["loss"][0]
         weights[count] = model.classifier.get_weights()
-    for one, two in zip(weights[1], weights[2], strict=True):
-        np.testing.assert_allclose(one, two, atol=1e-5)
+    for on_one, on_two in zip(weights[1], weights[2], strict=True):
+        np.testing.assert_allclose(on_one, on_two, atol=1e-5)
 
     # FGM changed the training: plain steps end elsewhere.
     plain, _ = build_model(strategies[1])
@@ -126,7 +126,7 @@ def test_fgm_trains_alike_on_one_and_two_replicas(strategies, tiny_bundle):
 
 
 @pytest.mark.parametrize("count", [1, 2], ids=["one_replica", "two_replicas"])
-def test_clip_norm_bounds_the_applied_gradient(strategies, tiny_bundle, count):
+def test_clip_norm_bounds_update(strategies, tiny_bundle, count):
     # Plain SGD with learning rate 1 moves the weights by the gradient
     # itself, so the step's global norm is the clipped gradient's norm.
     clip = 1e-3
@@ -142,7 +142,7 @@ def test_clip_norm_bounds_the_applied_gradient(strategies, tiny_bundle, count):
     assert step == pytest.approx(clip, rel=1e-4)
 
 
-def test_label_smoothing_and_focal_losses_match_their_formulas():
+def test_smoothed_and_focal_losses():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]], np.float32)
     labels = np.array([0, 1])
 
