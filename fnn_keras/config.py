@@ -12,6 +12,7 @@ import yaml
 
 STRATEGY_CHOICES = ("auto", "mirrored", "multi_worker", "one_device")
 ON_BAD_ROW_CHOICES = ("skip", "error")
+TASK_CHOICES = ("classification", "multilabel", "tagging")
 # The same choices as `fnn_keras.models.fine_tuning.FINE_TUNE_CHOICES`. This
 # module is below the models in the import order, so it cannot import them.
 FINE_TUNE_CHOICES = ("full", "frozen", "lora")
@@ -33,12 +34,20 @@ class DataConfig:
     """Data sources and reading options.
 
     Attributes:
-        train: Path of the training file (`.tsv`, `.csv` or `.jsonl`). `None`
-            uses the demo dataset shipped in the package.
+        task: `classification` (one label per text), `multilabel` (a set
+            of labels per text, written as one field joined by
+            `label_delimiter`; sigmoid outputs) or `tagging` (one tag per
+            token, read from CoNLL files with `token<TAB>tag` lines and a
+            blank line after each sentence).
+        train: Path of the training file (`.tsv`, `.csv` or `.jsonl`; a
+            CoNLL file for `tagging`). `None` uses the demo dataset shipped
+            in the package (classification only).
         dev: Path of the dev file. `None` uses the demo dev split when `train`
             is also `None`; it is required when `train` is set.
         text_column: Column (or JSON key) holding the text.
         label_column: Column (or JSON key) holding the label.
+        label_delimiter: Separator of the labels in one field, for
+            `multilabel`, such as `,` in `sports,finance`.
         text_pair_column: Column (or JSON key) holding the second text of
             a sentence-pair task, or `None` for single texts. The model
             reads `[CLS] text [SEP] pair [SEP]`, and the served model takes
@@ -63,10 +72,12 @@ class DataConfig:
             per epoch. On by default.
     """
 
+    task: str = "classification"
     train: str | None = None
     dev: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    label_delimiter: str = ","
     text_pair_column: str | None = None
     encoding: str = "utf-8"
     on_bad_row: str = "skip"
@@ -278,6 +289,7 @@ class Config:
                 f"Received: train={self.data.train!r}, dev={self.data.dev!r}."
             )
         _check_choice("data.on_bad_row", self.data.on_bad_row, ON_BAD_ROW_CHOICES)
+        self._check_task()
         columns = {
             "--text-column": self.data.text_column,
             "--text-pair-column": self.data.text_pair_column,
@@ -404,9 +416,41 @@ class Config:
         if name is not None and (not name or name in (".", "..") or os.sep in name or "/" in name):
             raise ConfigError(f"Invalid run name {name!r}: use a plain name without '/'.")
 
+    def _check_task(self) -> None:
+        """Reject settings that the task cannot use."""
+        task = self.data.task
+        _check_choice("data.task", task, TASK_CHOICES)
+        if task == "classification":
+            return
+        if self.data.train is None:
+            raise ConfigError(
+                f"The demo data is for classification; --task {task} needs --train and --dev."
+            )
+        if not self.data.label_delimiter.strip() and task == "multilabel":
+            raise ConfigError(
+                "data.label_delimiter (--label-delimiter) must contain a character other "
+                f"than white space. Received: {self.data.label_delimiter!r}."
+            )
+        unsupported = {
+            "training.class_weight": self.training.class_weight != "none",
+            "training.loss": self.training.loss != "cross_entropy",
+            "training.label_smoothing": self.training.label_smoothing != 0,
+        }
+        if task == "tagging":
+            unsupported["data.text_pair_column"] = self.data.text_pair_column is not None
+            unsupported["training.tune_thresholds"] = self.training.tune_thresholds
+            unsupported["training.adversarial"] = self.training.adversarial != "none"
+        given = [name for name, used in unsupported.items() if used]
+        if given:
+            raise ConfigError(
+                f"--task {task} does not support {', '.join(given)}; drop "
+                f"{'it' if len(given) == 1 else 'them'}."
+            )
+
 
 # Settings that act only in one mode: (setting, mode setting, mode, how to turn it on).
 MODE_SETTINGS = (
+    ("data.label_delimiter", "data.task", "multilabel", "--task multilabel"),
     ("model.lora_rank", "model.fine_tune", "lora", "--fine-tune lora"),
     ("training.focal_gamma", "training.loss", "focal", "--loss focal"),
     ("training.adversarial_epsilon", "training.adversarial", "fgm", "--adversarial fgm"),

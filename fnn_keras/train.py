@@ -18,10 +18,12 @@ EXIT_NON_FINITE_LOSS = 3
 
 # Flag name to the config field it sets.
 FLAG_FIELDS = {
+    "task": "data.task",
     "train": "data.train",
     "dev": "data.dev",
     "text_column": "data.text_column",
     "label_column": "data.label_column",
+    "label_delimiter": "data.label_delimiter",
     "text_pair_column": "data.text_pair_column",
     "encoding": "data.encoding",
     "on_bad_row": "data.on_bad_row",
@@ -74,6 +76,25 @@ FLAG_FIELDS = {
 }
 
 
+def metrics_line(metrics: dict) -> str:
+    """Return the one-line dev result of a run, for its task."""
+    if "entity_f1" in metrics:
+        return (
+            f"dev entity F1 {metrics['entity_f1']:.4f}, precision "
+            f"{metrics['entity_precision']:.4f}, recall {metrics['entity_recall']:.4f} "
+            f"({metrics['examples']} sentences)"
+        )
+    if "micro_f1" in metrics:
+        return (
+            f"dev micro-F1 {metrics['micro_f1']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+            f"({metrics['examples']} examples)"
+        )
+    return (
+        f"dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+        f"({metrics['examples']} examples)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m fnn_keras.train",
@@ -85,11 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML file with data/model/training/output sections.")
     data = parser.add_argument_group("data")
     data.add_argument(
+        "--task",
+        choices=["classification", "multilabel", "tagging"],
+        help="classification: one label per text (default); multilabel: a set of labels "
+        "per text; tagging: one tag per token, from CoNLL files (token<TAB>tag).",
+    )
+    data.add_argument(
         "--train", help="Training file (.tsv, .csv or .jsonl). Default: the demo data."
     )
     data.add_argument("--dev", help="Dev file in the same format; required with --train.")
     data.add_argument("--text-column", help="Column or JSON key of the text. Default: text.")
     data.add_argument("--label-column", help="Column or JSON key of the label. Default: label.")
+    data.add_argument(
+        "--label-delimiter",
+        help="Separator of the labels in one field, for --task multilabel. Default: ','.",
+    )
     data.add_argument(
         "--text-pair-column",
         help="Column or JSON key of the second text, for sentence-pair tasks. Default: none.",
@@ -368,9 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     metrics = result.metrics
     print(f"Run {paths.run_name}: {trained}")
-    print(
-        f"dev accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} ({metrics['examples']} examples)"
-    )
+    print(metrics_line(metrics))
     print(
         f"TensorBoard logs: {paths.log_dir}   (tensorboard --logdir {os.path.dirname(paths.log_dir) or '.'})"
     )
