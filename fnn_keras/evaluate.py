@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from fnn_keras.data.labels import LabelError
     from fnn_keras.data.readers import DataError
     from fnn_keras.evaluation.metrics import evaluation_metrics
+    from fnn_keras.evaluation.multilabel import multilabel_metrics, write_multilabel_report
     from fnn_keras.evaluation.report import write_report
     from fnn_keras.export.parity import keras_probabilities
     from fnn_keras.export.predictors import (
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             text_pair_column=args.text_pair_column,
             encoding=args.encoding,
         )
-        if not label_ids:
+        if not len(label_ids):
             raise ExportError(f"{args.data}: no labelled examples to evaluate on.")
         # The ensemble predicts the most probable label of the mean.
         threshold = None if args.ensemble else run.threshold
@@ -128,10 +129,20 @@ def main(argv: list[str] | None = None) -> None:
                 for member in runs
             ]
         )
-        metrics = evaluation_metrics(probabilities, label_ids, run.labels, examples.path, threshold)
+        if run.multilabel:
+            # An ensemble decides every label at 0.5, as `predict --ensemble` does.
+            thresholds = [0.5] * len(run.labels) if args.ensemble else run.label_thresholds
+            metrics = multilabel_metrics(
+                probabilities, label_ids, run.labels, thresholds, examples.path
+            )
+        else:
+            metrics = evaluation_metrics(
+                probabilities, label_ids, run.labels, examples.path, threshold
+            )
         if args.ensemble:
             metrics["ensemble"] = [member.paths.run_name for member in runs]
-        metrics_path, report_path = write_report(metrics, output, title=title)
+        write = write_multilabel_report if run.multilabel else write_report
+        metrics_path, report_path = write(metrics, output, title=title)
     except (ExportError, DataError, LabelError, PredictorError) as error:
         fail(str(error))
     except OSError as error:
@@ -140,9 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     skipped = sum(examples.skipped.values())
     note = f", {skipped} row(s) skipped" if skipped else ""
     evaluated = f"Ensemble {'+'.join(names)}" if args.ensemble else f"Run {run.paths.run_name}"
+    scores = (
+        f"micro-F1 {metrics['micro_f1']:.4f}"
+        if "micro_f1" in metrics
+        else f"accuracy {metrics['accuracy']:.4f}"
+    )
     print(
-        f"{evaluated} on {args.data}: accuracy {metrics['accuracy']:.4f}, "
-        f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['examples']} examples{note})"
+        f"{evaluated} on {args.data}: {scores}, macro-F1 {metrics['macro_f1']:.4f} "
+        f"({metrics['examples']} examples{note})"
     )
     print(f"Metrics: {metrics_path}")
     print(f"Report:  {report_path}")

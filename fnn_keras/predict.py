@@ -167,18 +167,23 @@ def main(argv: list[str] | None = None) -> None:
             predictor.sequence_length,
         )
     labels = predictor.labels
-    predicted = predictor.label_ids(probabilities) if texts else []
-    for text, row, best in zip(texts, probabilities, predicted, strict=True):
-        best = int(best)
+    multilabel = predictor.label_thresholds is not None
+    if not texts:
+        predicted = []
+    elif multilabel:
+        predicted = predictor.label_sets(probabilities)
+    else:
+        predicted = predictor.label_ids(probabilities)
+    for text, row, decision in zip(texts, probabilities, predicted, strict=True):
         record = (
             {"text": text} if isinstance(text, str) else dict(zip(PAIR_KEYS, text, strict=True))
         )
-        record |= {
-            "label": labels[best],
-            "label_id": best,
-            "probabilities": {
-                label: round(float(p), 6) for label, p in zip(labels, row, strict=True)
-            },
+        if multilabel:
+            record["labels"] = decision
+        else:
+            record |= {"label": labels[int(decision)], "label_id": int(decision)}
+        record["probabilities"] = {
+            label: round(float(p), 6) for label, p in zip(labels, row, strict=True)
         }
         print(json.dumps(record, ensure_ascii=False))
 

@@ -107,6 +107,21 @@ def string_inputs(texts) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     return tf.constant(list(first), tf.string), tf.constant(list(second), tf.string)
 
 
+def label_tensor(label_ids) -> tf.Tensor:
+    """Return the targets as a tensor: int32 class ids, or float32 multi-hot rows.
+
+    Example:
+
+    ```python
+    label_tensor([1, 0]).dtype  # tf.int32
+    label_tensor(np.array([[0.0, 1.0]], np.float32)).dtype  # tf.float32
+    ```
+    """
+    if np.ndim(label_ids) == 2:
+        return tf.constant(label_ids, tf.float32)
+    return tf.constant(label_ids, tf.int32)
+
+
 def make_dataset(
     texts,
     label_ids: list[int] | None,
@@ -122,7 +137,9 @@ def make_dataset(
 
     Args:
         texts: The texts, or `(text, text_pair)` tuples.
-        label_ids: Class ids aligned with `texts`, or `None` for inputs only.
+        label_ids: Class ids aligned with `texts`, `(n, num_labels)`
+            multi-hot rows for a multi-label task, or `None` for inputs
+            only.
         preprocessor: The keras-hub preprocessor from `build_preprocessor`.
         batch_size: Global batch size.
         pad_to_multiple: See `trim_batch`.
@@ -140,7 +157,7 @@ def make_dataset(
     if label_ids is None:
         dataset = tf.data.Dataset.from_tensor_slices(strings)
     else:
-        dataset = tf.data.Dataset.from_tensor_slices((strings, tf.constant(label_ids, tf.int32)))
+        dataset = tf.data.Dataset.from_tensor_slices((strings, label_tensor(label_ids)))
     dataset = dataset.batch(batch_size)
 
     def tokenize(*element):
@@ -235,7 +252,8 @@ def make_training_dataset(
 
     Args:
         texts: The training texts, or `(text, text_pair)` tuples.
-        label_ids: Class ids aligned with `texts`.
+        label_ids: Class ids aligned with `texts`, or `(n, num_labels)`
+            multi-hot rows.
         preprocessor: The keras-hub preprocessor from `build_preprocessor`.
         batch_size: Global batch size.
         seed: Seed of the per-epoch orders.
@@ -266,7 +284,7 @@ def make_training_dataset(
         else:
             batches.extend(bucketed_batches(np.asarray(lengths), batch_size, seed, epoch))
     batches = batches[skip_batches:]
-    label_table = tf.constant(label_ids, tf.int32)
+    label_table = label_tensor(label_ids)
     indices = tf.RaggedTensor.from_row_lengths(
         np.concatenate(batches).astype(np.int64), [len(batch) for batch in batches]
     )

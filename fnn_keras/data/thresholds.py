@@ -56,7 +56,7 @@ def _binary_macro_f1(true_positives, false_positives, false_negatives, true_nega
     return (f1(true_positives, wrong) + f1(true_negatives, wrong)) / 2
 
 
-def _cut_threshold(sorted_scores: np.ndarray, cut: int) -> float:
+def cut_threshold(sorted_scores: np.ndarray, cut: int) -> float:
     """Return a float32 threshold that puts exactly the `cut` highest scores at or above it.
 
     It is the midpoint between the scores on either side of the cut, as a
@@ -129,7 +129,7 @@ def tune_binary_threshold(probabilities, label_ids) -> dict:
     true_negatives = negatives - false_positives
     macro_f1 = _binary_macro_f1(hits, false_positives, false_negatives, true_negatives)
 
-    thresholds = np.array([_cut_threshold(sorted_scores, cut) for cut in cuts])
+    thresholds = np.array([cut_threshold(sorted_scores, cut) for cut in cuts])
     best = np.flatnonzero(macro_f1 >= macro_f1.max() - 1e-12)
     choice = best[np.argmin(np.abs(thresholds[best] - 0.5))]
 

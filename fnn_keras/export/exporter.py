@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from fnn_keras.data.multilabel import LABEL_THRESHOLDS_FILE, predicted_label_mask
 from fnn_keras.data.thresholds import THRESHOLDS_FILE, predicted_ids
 from fnn_keras.export import parity
 from fnn_keras.export.onnx import OPSET, export_onnx
@@ -108,6 +109,11 @@ def _write_client_files(run: TrainedRun, directory: str) -> None:
             os.remove(thresholds)
     else:
         shutil.copyfile(os.path.join(run.paths.run_dir, THRESHOLDS_FILE), thresholds)
+    if run.multilabel:
+        shutil.copyfile(
+            os.path.join(run.paths.run_dir, LABEL_THRESHOLDS_FILE),
+            os.path.join(directory, LABEL_THRESHOLDS_FILE),
+        )
 
 
 def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts):
@@ -119,6 +125,8 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
         warmup_texts=warmup_texts,
         text_pair=run.text_pair,
         threshold=run.threshold,
+        label_thresholds=run.label_thresholds,
+        label_delimiter=run.data.label_delimiter,
     )
     version = int(os.path.basename(path))
     ids_path = export_saved_model(
@@ -128,6 +136,8 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
         run.paths.ids_only_dir,
         version=version,
         threshold=run.threshold,
+        label_thresholds=run.label_thresholds,
+        label_delimiter=run.data.label_delimiter,
     )
     write_models_config(run.paths.models_config, run.paths.run_name)
     loaded = tf.saved_model.load(path)
@@ -147,11 +157,14 @@ def _export_saved_model(run, texts, features, reference, label_ids, warmup_texts
                 function(**text_arguments(texts[i : i + 32])) for i in range(0, len(texts), 32)
             ]
             probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
-            served_ids = np.concatenate([output["label_id"].numpy() for output in outputs])
-            # The served label must follow the run's decision rule on the served probabilities.
-            label_rule = bool(
-                np.array_equal(served_ids, predicted_ids(probabilities, run.threshold))
-            )
+            # The served labels must follow the run's decision rule on the served probabilities.
+            if run.multilabel:
+                served = np.concatenate([output["label_mask"].numpy() for output in outputs])
+                expected = predicted_label_mask(probabilities, run.label_thresholds)
+            else:
+                served = np.concatenate([output["label_id"].numpy() for output in outputs])
+                expected = predicted_ids(probabilities, run.threshold)
+            label_rule = bool(np.array_equal(served, expected.astype(served.dtype)))
         else:
 
             def run_ids(batch, function=function):

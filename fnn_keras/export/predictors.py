@@ -9,6 +9,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from fnn_keras.data.multilabel import load_label_thresholds, predicted_label_mask
 from fnn_keras.data.pipeline import build_preprocessor, is_pair_input, string_inputs, trim_batch
 from fnn_keras.data.summary import token_lengths
 from fnn_keras.data.thresholds import ThresholdError, load_threshold, predicted_ids
@@ -32,10 +33,17 @@ class _Predictor:
     tokenizer: object
     text_pair: bool = False
     threshold: float | None = None
+    # A multi-label model's threshold per label; `None` for single-label models.
+    label_thresholds: list[float] | None = None
 
     def label_ids(self, probabilities: np.ndarray) -> np.ndarray:
         """Return the predicted class ids: the run's threshold rule, or the most probable."""
         return predicted_ids(probabilities, self.threshold)
+
+    def label_sets(self, probabilities: np.ndarray) -> list[list[str]]:
+        """Return a multi-label model's predicted labels: each at or above its threshold."""
+        mask = predicted_label_mask(probabilities, self.label_thresholds)
+        return [[label for label, on in zip(self.labels, row, strict=True) if on] for row in mask]
 
     def predict(self, texts: list, batch_size: int = 32, lengths=None) -> np.ndarray:
         """Return class probabilities, `(len(texts), len(labels))` float32.
@@ -87,6 +95,7 @@ class KerasPredictor(_Predictor):
         self.sequence_length = run.sequence_length
         self.text_pair = run.text_pair
         self.threshold = run.threshold
+        self.label_thresholds = run.label_thresholds
         model, preprocessor = run.model, run.preprocessor
         spec = tf.TensorSpec([None], tf.string)
 
@@ -125,6 +134,7 @@ class SavedModelPredictor(_Predictor):
             )
             self.text_pair = reads_text_pairs(os.path.join(run_dir, "tokenizer"))
             self.threshold = load_threshold(run_dir, labels)
+            self.label_thresholds = load_label_thresholds(run_dir, labels)
         except (TokenizerError, ThresholdError) as error:
             raise PredictorError(str(error)) from None
         if "text" not in self.function.structured_input_signature[1]:
@@ -160,6 +170,7 @@ class _TokenIdPredictor(_Predictor):
             ) from None
         try:
             self.threshold = load_threshold(directory, self.labels)
+            self.label_thresholds = load_label_thresholds(directory, self.labels)
         except ThresholdError as error:
             raise PredictorError(str(error)) from None
         self.tokenizer = tokenizer
@@ -241,19 +252,32 @@ def check_ensemble_members(members: list, names: list[str]) -> None:
                 f"{name} has labels {member.labels} and {first_name} has {first.labels}; "
                 "ensemble members need the same labels in the same order."
             )
+        if (member.label_thresholds is None) != (first.label_thresholds is None):
+            raise PredictorError(
+                f"{name} and {first_name} differ: one is a multi-label model and the other "
+                "is not; ensemble runs of the same task."
+            )
         if member.text_pair != first.text_pair:
             raise PredictorError(
                 f"{name} and {first_name} differ: one reads text pairs and the other single "
                 "texts; ensemble runs that read the same inputs."
             )
     tuned = [
-        name for name, member in zip(names, members, strict=True) if member.threshold is not None
+        name
+        for name, member in zip(names, members, strict=True)
+        if member.threshold is not None
+        or (member.label_thresholds is not None and set(member.label_thresholds) != {0.5})
     ]
     if tuned:
+        rule = (
+            "every label whose mean probability is at least 0.5"
+            if first.label_thresholds is not None
+            else "the most probable label of the mean"
+        )
         logger.warning(
-            "The decision thresholds of %s are not applied: the ensemble predicts the most "
-            "probable label of the mean.",
+            "The decision thresholds of %s are not applied: the ensemble predicts %s.",
             ", ".join(tuned),
+            rule,
         )
 
 
@@ -305,6 +329,8 @@ class EnsemblePredictor(_Predictor):
         self.tokenizer = first.tokenizer
         self.sequence_length = first.sequence_length
         self.threshold = None
+        if first.label_thresholds is not None:
+            self.label_thresholds = [0.5] * len(self.labels)
 
     def predict(self, texts: list, batch_size: int = 32, lengths=None) -> np.ndarray:
         # `lengths` come from the first member's tokenizer, so the other

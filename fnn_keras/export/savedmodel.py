@@ -39,7 +39,18 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
-def _outputs(probabilities, label_table, threshold=None):
+def _outputs(probabilities, label_table, threshold=None, label_thresholds=None, delimiter=","):
+    if label_thresholds is not None:
+        # A multi-label model: every label at or above its own threshold.
+        mask = probabilities >= label_thresholds
+        names = tf.broadcast_to(label_table, tf.shape(probabilities))
+        return {
+            "probabilities": probabilities,
+            "label_mask": tf.cast(mask, tf.int32),
+            "labels": tf.strings.reduce_join(
+                tf.ragged.boolean_mask(names, mask), axis=-1, separator=delimiter
+            ),
+        }
     if threshold is None:
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     else:
@@ -142,6 +153,8 @@ def export_saved_model(
     version: int | None = None,
     text_pair: bool = False,
     threshold: float | None = None,
+    label_thresholds: list[float] | None = None,
+    label_delimiter: str = ",",
 ) -> str:
     """Export `model` as the next numbered SavedModel version for TF Serving.
 
@@ -163,7 +176,11 @@ def export_saved_model(
     `serving_default` and `predict_ids` return `probabilities` (float32,
     `(batch, num_labels)`), `label` (string) and `label_id` (int32): the
     most probable label, or with `threshold` the second label where its
-    probability is at least the threshold and the first elsewhere. The
+    probability is at least the threshold and the first elsewhere. A
+    multi-label model (`label_thresholds` given) returns `probabilities`,
+    `label_mask` (int32 `(batch, num_labels)`, 1 where the probability is
+    at least the label's threshold) and `labels` (string: the predicted
+    labels joined by `label_delimiter`, empty when none). The
     version is written to a temporary directory beside the final one and
     renamed into place when complete, so a server watching `model_dir` never
     sees half an export.
@@ -187,6 +204,9 @@ def export_saved_model(
             `tokenize` then take a second string input, `text_pair`.
         threshold: The decision threshold of a binary model
             (`thresholds.json`), or `None` for the most probable label.
+        label_thresholds: The per-label thresholds of a multi-label model
+            (`label_thresholds.json`), or `None` for a single-label model.
+        label_delimiter: Separator of the joined `labels` output.
 
     Returns:
         The path of the new version directory.
@@ -203,6 +223,11 @@ def export_saved_model(
     if os.path.exists(final_path):
         raise FileExistsError(17, "SavedModel version already exists", final_path)
     label_table = tf.constant(labels, dtype=tf.string)
+    if label_thresholds is not None:
+        label_thresholds = tf.constant(label_thresholds, tf.float32)
+
+    def outputs(probabilities):
+        return _outputs(probabilities, label_table, threshold, label_thresholds, label_delimiter)
 
     # NOTE: the written variables come to about twice the float32 weights:
     # 189 MB for MiniLM, whose weights are 91 MB. The cause is not known yet.
@@ -218,7 +243,7 @@ def export_saved_model(
             "segment_ids": segment_ids,
             "padding_mask": padding_mask,
         }
-        return _outputs(model(features, training=False), label_table, threshold)
+        return outputs(model(features, training=False))
 
     if preprocessor is not None:
         if not preprocessor.built:
@@ -234,7 +259,7 @@ def export_saved_model(
             @tf.function(input_signature=pair_signature)
             def serve_text(text, text_pair):
                 features = trim_batch(preprocessor(x=(text, text_pair)))
-                return _outputs(model(features, training=False), label_table, threshold)
+                return outputs(model(features, training=False))
 
             @tf.function(input_signature=pair_signature)
             def serve_tokenize(text, text_pair):
@@ -246,7 +271,7 @@ def export_saved_model(
             @tf.function(input_signature=text_signature)
             def serve_text(text):
                 features = trim_batch(preprocessor(text))
-                return _outputs(model(features, training=False), label_table, threshold)
+                return outputs(model(features, training=False))
 
             @tf.function(input_signature=text_signature)
             def serve_tokenize(text):

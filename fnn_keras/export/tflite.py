@@ -109,6 +109,7 @@ def rebuild_unrolled(model: keras.Model) -> keras.Model:
         dropout=dropout,
         unroll=True,
         pooling="mean" if feedback.return_sequences else "last",
+        multilabel=model.get_layer("probabilities").get_config()["activation"] == "sigmoid",
     )
     clone.set_weights(model.get_weights())
     return clone

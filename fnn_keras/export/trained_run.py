@@ -11,6 +11,7 @@ import keras
 
 from fnn_keras.config import ConfigError, DataConfig, config_from_dict, load_yaml
 from fnn_keras.data.labels import LabelVocabulary
+from fnn_keras.data.multilabel import load_label_thresholds, multi_hot, split_label_sets
 from fnn_keras.data.pipeline import build_preprocessor
 from fnn_keras.data.readers import demo_data_paths, read_examples
 from fnn_keras.data.thresholds import load_threshold
@@ -42,6 +43,8 @@ class TrainedRun:
         batch_size: The run's training batch size (32 without a config).
         threshold: The binary decision threshold from `thresholds.json`,
             or `None` to predict the most probable label.
+        label_thresholds: A multi-label run's threshold per label, from
+            `label_thresholds.json`; `None` for other runs.
     """
 
     paths: RunPaths
@@ -55,6 +58,12 @@ class TrainedRun:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     batch_size: int = 32
     threshold: float | None = None
+    label_thresholds: list[float] | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the model gives each label its own sigmoid probability."""
+        return self.label_thresholds is not None
 
 
 def _resolve(run: str, export_dir: str) -> RunPaths:
@@ -123,6 +132,7 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         text_pair = reads_text_pairs(paths.tokenizer)
         labels = LabelVocabulary.load(paths.labels).labels
         threshold = load_threshold(paths.run_dir, labels)
+        label_thresholds = load_label_thresholds(paths.run_dir, labels)
     except (TokenizerError, OSError, ValueError) as error:
         raise ExportError(f"{paths.run_dir}: {error}") from None
 
@@ -152,6 +162,7 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         data=data,
         batch_size=batch_size,
         threshold=threshold,
+        label_thresholds=label_thresholds,
     )
 
 
@@ -176,7 +187,9 @@ def read_run_examples(
         encoding: File encoding, or `None` for the run's.
 
     Returns:
-        `(examples, label_ids)`: the `Examples` read and their class ids.
+        `(examples, label_ids)`: the `Examples` read and their class ids,
+        or for a multi-label run their `(n, num_labels)` multi-hot rows
+        (labels split at the run's `label_delimiter`).
 
     Raises:
         ExportError: Pairs for a single-text run, or the reverse.
@@ -217,5 +230,10 @@ def read_run_examples(
             f"{run.paths.run_dir} was trained on single texts; drop --text-pair-column."
         )
     vocabulary = LabelVocabulary(run.labels)
-    vocabulary.check(examples.labels, path, known=f"the labels of run {run.paths.run_name}")
+    known = f"the labels of run {run.paths.run_name}"
+    if run.multilabel:
+        label_sets = split_label_sets(examples.labels, data.label_delimiter, path)
+        vocabulary.check([label for labels in label_sets for label in labels], path, known=known)
+        return examples, multi_hot(label_sets, vocabulary)
+    vocabulary.check(examples.labels, path, known=known)
     return examples, vocabulary.encode(examples.labels)

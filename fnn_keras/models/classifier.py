@@ -24,6 +24,7 @@ def build_classifier(
     pooling: str = "mean",
     fine_tune: str = "full",
     lora_rank: int = 8,
+    multilabel: bool = False,
 ) -> keras.Model:
     """Build `backbone ▶ FeedbackLayer ▶ dropout ▶ dense softmax` as one model.
 
@@ -52,6 +53,8 @@ def build_classifier(
         fine_tune: Which backbone weights train: `"full"`, `"frozen"` or
             `"lora"`; see `apply_fine_tuning`.
         lora_rank: Rank of the LoRA updates when `fine_tune="lora"`.
+        multilabel: Give each label its own sigmoid probability instead of
+            a softmax over the labels, for texts with any number of labels.
 
     Returns:
         An uncompiled `keras.Model`.
@@ -65,7 +68,7 @@ def build_classifier(
     """
     if pooling not in ("last", "mean"):
         raise ValueError(f"`pooling` must be 'last' or 'mean'. Received: pooling={pooling!r}.")
-    if num_labels < 2:
+    if num_labels < 2 and not multilabel:
         raise ValueError(
             f"A classifier needs at least 2 labels. Received: num_labels={num_labels}."
         )
@@ -89,7 +92,10 @@ def build_classifier(
         feedback = keras.layers.Bidirectional(feedback, name="bidirectional_feedback")
     head_dropout = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")
     head = keras.layers.Dense(
-        num_labels, activation="softmax", dtype="float32", name="probabilities"
+        num_labels,
+        activation="sigmoid" if multilabel else "softmax",
+        dtype="float32",
+        name="probabilities",
     )
 
     # === Functional graph ===
@@ -106,7 +112,9 @@ def build_classifier(
     return keras.Model(inputs, probabilities, name="feedback_classifier")
 
 
-def classifier_from_config(model_config, backbone: keras.Model, num_labels: int, seed=None):
+def classifier_from_config(
+    model_config, backbone: keras.Model, num_labels: int, seed=None, multilabel: bool = False
+):
     """Build the classifier a `ModelConfig` describes, on `backbone`.
 
     Args:
@@ -114,6 +122,8 @@ def classifier_from_config(model_config, backbone: keras.Model, num_labels: int,
         backbone: A keras-hub `BertBackbone`.
         num_labels: Number of classes.
         seed: Seed for dropout.
+        multilabel: Sigmoid outputs, one per label (`data.task:
+            multilabel`).
 
     Returns:
         The output of `build_classifier`.
@@ -136,4 +146,5 @@ def classifier_from_config(model_config, backbone: keras.Model, num_labels: int,
         pooling=model_config.pooling,
         fine_tune=model_config.fine_tune,
         lora_rank=model_config.lora_rank,
+        multilabel=multilabel,
     )

@@ -347,6 +347,10 @@ def build_training_model(
         class_weights: Loss weight of each class id (see `TrainingModel`);
             `None` or all ones weighs every example the same.
 
+    With `data.task: multilabel` the classifier has sigmoid outputs, the
+    loss is binary cross-entropy averaged over the labels, and the logged
+    metric is `label_accuracy`, the share of right label decisions.
+
     Returns:
         A compiled `TrainingModel`; its `classifier` is the model to save.
 
@@ -358,8 +362,11 @@ def build_training_model(
     ```
     """
     training = config.training
+    multilabel = config.data.task == "multilabel"
     if classifier is None:
-        classifier = classifier_from_config(config.model, backbone, num_labels, training.seed)
+        classifier = classifier_from_config(
+            config.model, backbone, num_labels, training.seed, multilabel=multilabel
+        )
     adversarial = training.adversarial == "fgm"
     optimizer = build_optimizer(
         training.learning_rate,
@@ -375,7 +382,9 @@ def build_training_model(
     )
     model = TrainingModel(
         classifier,
-        build_loss(training.loss, num_labels, training.label_smoothing, training.focal_gamma),
+        keras.losses.BinaryCrossentropy(reduction=None)
+        if multilabel
+        else build_loss(training.loss, num_labels, training.label_smoothing, training.focal_gamma),
         jit_compile=jit_compile,
         class_weights=None
         if class_weights is None or set(class_weights) == {1.0}
@@ -388,7 +397,11 @@ def build_training_model(
     # `jit_compile` would compile the multi-replica step as one.
     model.compile(
         optimizer=optimizer,
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        metrics=[
+            keras.metrics.BinaryAccuracy(name="label_accuracy")
+            if multilabel
+            else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
         jit_compile=False,
     )
     return model

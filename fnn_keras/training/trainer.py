@@ -26,6 +26,13 @@ from fnn_keras.config import (
     save_config,
 )
 from fnn_keras.data.labels import build_vocabulary, class_weights
+from fnn_keras.data.multilabel import (
+    DEFAULT_THRESHOLD,
+    multi_hot,
+    save_label_thresholds,
+    split_label_sets,
+    tune_label_thresholds,
+)
 from fnn_keras.data.pipeline import build_preprocessor, make_dataset, make_training_dataset
 from fnn_keras.data.readers import Examples, demo_data_paths, read_examples
 from fnn_keras.data.summary import (
@@ -37,6 +44,7 @@ from fnn_keras.data.summary import (
 )
 from fnn_keras.data.thresholds import save_thresholds, tune_binary_threshold
 from fnn_keras.evaluation.metrics import evaluation_metrics
+from fnn_keras.evaluation.multilabel import multilabel_metrics, write_multilabel_report
 from fnn_keras.evaluation.report import write_report
 from fnn_keras.export.exporter import export_run
 from fnn_keras.export.parity import keras_probabilities
@@ -45,6 +53,7 @@ from fnn_keras.layout import RunPaths, run_paths
 from fnn_keras.models.fine_tuning import check_lora_rank, lora_layers, parameter_counts
 from fnn_keras.tokenizer import save_tokenizer
 from fnn_keras.training.callbacks import NonFiniteLossError, build_callbacks, read_backup
+from fnn_keras.training.multilabel_summaries import MultilabelDevEvaluation
 from fnn_keras.training.precision import (
     float32_copy,
     precision_policy,
@@ -263,20 +272,35 @@ def train(
 
     # === Data ===
     train_examples, dev_examples = read_splits(config)
-    labels = build_vocabulary(
-        train_examples.labels,
-        dev_examples.labels,
-        config.data.labels,
-        train_examples.path,
-        dev_examples.path,
-    )
+    multilabel = config.data.task == "multilabel"
+    if multilabel:
+        delimiter = config.data.label_delimiter
+        train_sets = split_label_sets(train_examples.labels, delimiter, train_examples.path)
+        dev_sets = split_label_sets(dev_examples.labels, delimiter, dev_examples.path)
+        labels = build_vocabulary(
+            [label for labels in train_sets for label in labels],
+            [label for labels in dev_sets for label in labels],
+            config.data.labels,
+            train_examples.path,
+            dev_examples.path,
+        )
+        targets = (multi_hot(train_sets, labels), multi_hot(dev_sets, labels))
+    else:
+        labels = build_vocabulary(
+            train_examples.labels,
+            dev_examples.labels,
+            config.data.labels,
+            train_examples.path,
+            dev_examples.path,
+        )
+        targets = None
 
-    if training.tune_thresholds and len(labels) != 2:
+    if training.tune_thresholds and not multilabel and len(labels) != 2:
         raise ConfigError(
             f"--tune-thresholds needs a binary task; the data has {len(labels)} labels "
             f"({', '.join(labels.labels)}). Drop --tune-thresholds."
         )
-    if training.tune_thresholds and len(set(dev_examples.labels)) < 2:
+    if training.tune_thresholds and not multilabel and len(set(dev_examples.labels)) < 2:
         raise ConfigError(
             f"{dev_examples.path}: --tune-thresholds needs dev examples of both labels; the "
             f"dev data has only {sorted(set(dev_examples.labels))}. Add dev rows of the "
@@ -306,7 +330,16 @@ def train(
         own = run_paths(worker_output, run_name)
     try:
         return _train_run(
-            config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels
+            config,
+            strategy,
+            verbose,
+            chief,
+            paths,
+            own,
+            train_examples,
+            dev_examples,
+            labels,
+            targets,
         )
     finally:
         if worker_dir is not None:
@@ -386,8 +419,32 @@ def _check_workers_agree(strategy, step: int, backup_dir: str) -> None:
         )
 
 
-def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels):
+def _multilabel_evaluation(probabilities, targets, labels, tune, paths, dev_examples) -> dict:
+    """Pick the per-label thresholds, save them, and score the dev set with them."""
+    thresholds = [DEFAULT_THRESHOLD] * len(labels)
+    tuned_on = None
+    if tune:
+        tuned = tune_label_thresholds(probabilities, targets)
+        thresholds = [row["threshold"] for row in tuned]
+        tuned_on = dev_examples.path
+        for label, row in zip(labels, tuned, strict=True):
+            logger.info(
+                "Threshold for %r: %.4f (dev F1 %.4f, against %.4f at 0.5)",
+                label,
+                row["threshold"],
+                row["f1"],
+                row["default_f1"],
+            )
+    save_label_thresholds(paths.run_dir, labels, thresholds, tuned_on)
+    return multilabel_metrics(probabilities, targets, labels, thresholds, dev_examples.path)
+
+
+def _train_run(
+    config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels, targets
+):
+    """Train, evaluate and save; `targets` holds the multi-hot rows of a multi-label run."""
     training = config.training
+    multilabel = targets is not None
     batch_size = training.batch_size
     steps_per_epoch = math.ceil(len(train_examples) / batch_size)
     total_steps = steps_per_epoch * training.epochs
@@ -493,6 +550,17 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
             summary["dev_texts_in_train"],
         )
     summary["class_weights"] = dict(zip(labels.labels, weights, strict=True))
+    if multilabel:
+        for name, rows in zip(("train", "dev"), targets, strict=True):
+            counts = rows.sum(axis=0).astype(int).tolist()
+            summary[name]["examples_per_label"] = dict(zip(labels.labels, counts, strict=True))
+            summary[name]["labels_per_example"] = float(rows.sum(axis=1).mean()) if len(rows) else 0
+            logger.info(
+                "%s: examples per label %s; %.2f labels per example",
+                name,
+                summary[name]["examples_per_label"],
+                summary[name]["labels_per_example"],
+            )
     with open(own.data_summary, "w", encoding="utf-8") as file:
         json.dump(summary, file, ensure_ascii=False, indent=2)
     # Only the chief writes summaries; other workers keep their logs empty.
@@ -503,8 +571,11 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         _write_summary_text(log_dir, summary)
     if summaries and state is None:
         write_hparams(log_dir, hparam_values(config, strategy), paths.run_name)
-    train_label_ids = labels.encode(train_examples.labels)
-    dev_label_ids = labels.encode(dev_examples.labels)
+    if multilabel:
+        train_label_ids, dev_label_ids = targets
+    else:
+        train_label_ids = labels.encode(train_examples.labels)
+        dev_label_ids = labels.encode(dev_examples.labels)
     # XLA compiles once per input shape; lengths rounded up to a multiple of
     # XLA_LENGTH_MULTIPLE leave a few shapes instead of one per length.
     pad_to_multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
@@ -512,16 +583,27 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
     histogram_every = config.output.histogram_every_epochs
     if histogram_every is None:
         histogram_every = default_histogram_every_epochs(classifier)
-    dev_evaluation = DevEvaluation(
-        dev_data,
-        dev_label_ids,
-        dev_inputs,
-        labels.labels,
-        log_dir=log_dir if summaries else None,
-        most_wrong_count=config.output.most_wrong_examples,
-        histogram_every_epochs=histogram_every,
-        jit_compile=jit_compile,
-    )
+    if multilabel:
+        dev_evaluation = MultilabelDevEvaluation(
+            dev_data,
+            dev_label_ids,
+            dev_inputs,
+            labels.labels,
+            log_dir=log_dir if summaries else None,
+            histogram_every_epochs=histogram_every,
+            jit_compile=jit_compile,
+        )
+    else:
+        dev_evaluation = DevEvaluation(
+            dev_data,
+            dev_label_ids,
+            dev_inputs,
+            labels.labels,
+            log_dir=log_dir if summaries else None,
+            most_wrong_count=config.output.most_wrong_examples,
+            histogram_every_epochs=histogram_every,
+            jit_compile=jit_compile,
+        )
     profile = config.output.profile_batches
     profile_batches = None if profile is None else parse_profile_batches(profile)
     if profile_batches is not None and profile_batches[0] > total_steps:
@@ -546,6 +628,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         batch_size=batch_size,
         settings=settings,
         profile_batches=profile_batches,
+        monitor="val_micro_f1" if multilabel else "val_accuracy",
     )
     if state is not None:
         with strategy.scope():
@@ -629,7 +712,16 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
             lora_difference,
         )
     threshold = None
-    if training.tune_thresholds:
+    if multilabel:
+        metrics = _multilabel_evaluation(
+            probabilities,
+            dev_label_ids,
+            labels.labels,
+            training.tune_thresholds,
+            paths,
+            dev_examples,
+        )
+    elif training.tune_thresholds:
         tuned = tune_binary_threshold(probabilities, dev_label_ids)
         save_thresholds(paths.run_dir, labels.labels[1], tuned, dev_examples.path)
         threshold = tuned["threshold"]
@@ -641,14 +733,19 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
             tuned["macro_f1"],
             tuned["argmax_macro_f1"],
         )
-    metrics = evaluation_metrics(
-        probabilities, dev_label_ids, labels.labels, dev_examples.path, threshold
-    )
+    if not multilabel:
+        metrics = evaluation_metrics(
+            probabilities, dev_label_ids, labels.labels, dev_examples.path, threshold
+        )
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["parameters"] = parameters
     if lora_difference is not None:
         metrics["lora_merge_max_abs_difference"] = lora_difference
-    write_report(metrics, paths.run_dir, title=f"Dev evaluation of run {paths.run_name}")
+    title = f"Dev evaluation of run {paths.run_name}"
+    if multilabel:
+        write_multilabel_report(metrics, paths.run_dir, title=title)
+    else:
+        write_report(metrics, paths.run_dir, title=title)
     if summaries:
         last_epoch = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // steps_per_epoch
         write_final_metrics(log_dir, metrics, step=max(last_epoch - 1, 0))
@@ -668,7 +765,7 @@ def _train_run(config, strategy, verbose, chief, paths, own, train_examples, dev
         export_report = export_run(
             run,
             dev_inputs,
-            dev_label_ids,
+            None if multilabel else dev_label_ids,
             calibration_texts=train_inputs,
         )
     return RunResult(
