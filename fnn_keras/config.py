@@ -197,7 +197,9 @@ class TrainingConfig:
         tune_thresholds: For a binary task, choose the decision threshold
             on the second label's probability that maximises dev macro-F1
             after training. It is saved as `thresholds.json` and applied by
-            the evaluation, `predict` and every export.
+            the evaluation, `predict` and every export. For a multi-label
+            task, choose each label's threshold that maximises its dev F1,
+            saved in `label_thresholds.json` (0.5 each without tuning).
     """
 
     epochs: int = 5

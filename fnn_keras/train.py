@@ -256,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune-thresholds",
         action=argparse.BooleanOptionalAction,
         help="Binary tasks: after training, pick the threshold on the second label's "
-        "probability that maximises dev macro-F1; evaluation, predict and the exports apply "
-        "it. Default: off.",
+        "probability that maximises dev macro-F1; multi-label tasks: each label's threshold "
+        "that maximises its dev F1. Evaluation, predict and the exports apply them. "
+        "Default: off.",
     )
     training.add_argument(
         "--deterministic",

@@ -357,7 +357,9 @@ def export_run(
     if not texts:
         raise ExportError("The parity check needs at least one text.")
 
-    labels = None if label_ids is None else np.asarray(label_ids)
+    # Accuracy compares the most probable label with one true label, so
+    # multi-label runs compare probabilities only.
+    labels = None if label_ids is None or run.multilabel else np.asarray(label_ids)
     reference = parity.keras_probabilities(run.model, run.preprocessor, texts)
     features = parity.fixed_length_features(run.preprocessor, texts)
     calibration = (calibration_texts or texts)[:CALIBRATION_EXAMPLES]
