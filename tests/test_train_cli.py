@@ -223,6 +223,7 @@ def test_resume_ignores_inactive_settings():
 
     config = config_from_dict({"model": {"lora_rank": 4}, "training": {"focal_gamma": 3}})
     assert inactive_settings(config) == [
+        "data.label_delimiter",
         "model.lora_rank",
         "training.focal_gamma",
         "training.adversarial_epsilon",
