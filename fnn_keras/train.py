@@ -41,6 +41,7 @@ FLAG_FIELDS = {
     "backbone_dropout": "model.backbone_dropout",
     "fine_tune": "model.fine_tune",
     "lora_rank": "model.lora_rank",
+    "vocabulary": "model.vocabulary",
     "epochs": "training.epochs",
     "batch_size": "training.batch_size",
     "learning_rate": "training.learning_rate",
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: full.",
     )
     model.add_argument("--lora-rank", type=int, help="Rank of the LoRA updates. Default: 8.")
+    model.add_argument(
+        "--vocabulary",
+        choices=["train"],
+        help="train: give --backbone tiny a vocabulary of every token and character of the "
+        "training file (--task tagging only). Default: the backbone's own.",
+    )
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, help="Maximum epochs. Default: 5.")
     training.add_argument("--batch-size", type=int, help="Global batch size. Default: 32.")
