@@ -1,0 +1,439 @@
+"""Exporting a tagging run: SavedModel, ONNX and TFLite, each checked against Keras."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_text as tf_text
+from keras_hub.src.tokenizers.word_piece_tokenizer import CJK_REGEX
+
+from fnn_keras.data.tagging_pipeline import SPECIAL_PIECES, align_sentences
+from fnn_keras.data.words import split_words
+from fnn_keras.export.exporter import format_export_report
+from fnn_keras.export.onnx import OPSET, export_onnx
+from fnn_keras.export.savedmodel import next_version
+from fnn_keras.export.tflite import (
+    TFLiteRunner,
+    _find_layers,
+    convert_variant,
+    fit_to_signature,
+    non_builtin_ops,
+    tflite_op_names,
+)
+from fnn_keras.export.trained_run import load_trained_run
+from fnn_keras.models.classifier import INPUT_NAMES
+from fnn_keras.models.tagger import build_tagger, tag_probabilities
+from fnn_keras.tokenizer import _PUNCTUATION, _WORD_SEPARATORS, save_tokenizer
+
+logger = logging.getLogger(__name__)
+
+TAGGING_FORMATS = ("saved_model", "onnx", "tflite")
+
+
+def _tag_outputs(probabilities, tag_table):
+    tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)  # (batch, time)
+    return {
+        "probabilities": probabilities,
+        "tag_ids": tag_ids,
+        "tags": tf.gather(tag_table, tag_ids),
+    }
+
+
+def text_to_pieces(tokenizer, text: tf.Tensor, sequence_length: int) -> dict[str, tf.Tensor]:
+    """Tokenize raw strings in the graph, keeping each piece's word and its byte offsets.
+
+    Words are split as `fnn_keras.data.words.split_words` splits them
+    (white space, punctuation, and single CJK characters when the
+    tokenizer splits them), then each word goes through the tokenizer.
+    Rows are `[CLS]`, the first `sequence_length - 2` pieces, `[SEP]`,
+    padded to the batch's longest row.
+
+    Args:
+        tokenizer: The run's `HuggingFaceBertTokenizer`.
+        text: `(batch,)` UTF-8 strings.
+        sequence_length: Pieces per row at most, `[CLS]` and `[SEP]` included.
+
+    Returns:
+        int32 `(batch, longest)` tensors: `token_ids`, `segment_ids`,
+        `padding_mask`, `first_piece` (1 at the first piece of each word),
+        and `start` and `end`: the UTF-8 byte offsets in `text` of the word
+        each piece belongs to, -1 at `[CLS]`, `[SEP]` and padding.
+
+    Example:
+
+    ```python
+    pieces = text_to_pieces(tokenizer, tf.constant(["张三在北京"]), 128)
+    ```
+    """
+    delimiters = f"{_WORD_SEPARATORS}|{_PUNCTUATION}"
+    kept = _PUNCTUATION
+    if tokenizer.split_on_cjk:
+        delimiters += f"|{CJK_REGEX}"
+        kept += f"|{CJK_REGEX}"
+    words, starts, ends = tf_text.regex_split_with_offsets(
+        text, delim_regex_pattern=delimiters, keep_delim_regex_pattern=kept
+    )  # (batch, (words))
+    word_pieces = tokenizer(words.flat_values)  # (all words, (pieces))
+    pieces = tf.RaggedTensor.from_row_splits(word_pieces, words.row_splits)
+    # (batch, (words), (pieces)) with the word index of every piece.
+    lengths = word_pieces.row_lengths()
+    # The index of each piece in its word, and the word of each piece.
+    piece_index = tf.ragged.range(lengths).flat_values
+    first = tf.cast(tf.equal(piece_index, 0), tf.int32)
+    piece_word = tf.repeat(tf.range(tf.shape(lengths, out_type=tf.int64)[0]), lengths)
+    piece_starts = tf.gather(tf.cast(starts.flat_values, tf.int32), piece_word)
+    piece_ends = tf.gather(tf.cast(ends.flat_values, tf.int32), piece_word)
+
+    def per_row(flat_values):
+        nested = pieces.with_flat_values(flat_values).merge_dims(1, 2)  # (batch, (pieces))
+        return nested[:, : sequence_length - SPECIAL_PIECES]
+
+    columns = {
+        "token_ids": per_row(tf.cast(word_pieces.flat_values, tf.int32)),
+        "first_piece": per_row(first),
+        "start": per_row(piece_starts),
+        "end": per_row(piece_ends),
+    }
+    batch = columns["token_ids"].nrows()
+    # [CLS] and [SEP] around each row, with offsets -1 and no first-piece flag.
+    edges = {
+        "token_ids": (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id),
+        "first_piece": (0, 0, 0),
+        "start": (-1, -1, -1),
+        "end": (-1, -1, -1),
+    }
+    features = {}
+    for name, values in columns.items():
+        before, after, padding = edges[name]
+        column = tf.concat(
+            [
+                tf.fill([batch, 1], tf.constant(before, tf.int32)),
+                values,
+                tf.fill([batch, 1], tf.constant(after, tf.int32)),
+            ],
+            axis=1,
+        )
+        features[name] = column.to_tensor(default_value=padding)
+    row_lengths = columns["token_ids"].row_lengths() + SPECIAL_PIECES
+    features["padding_mask"] = tf.sequence_mask(
+        row_lengths, tf.shape(features["token_ids"])[1], dtype=tf.int32
+    )
+    features["segment_ids"] = tf.zeros_like(features["token_ids"])
+    return features
+
+
+def export_tagging_saved_model(run, model_dir: str, version: int | None = None) -> str:
+    """Export a tagger as the next numbered SavedModel version for TF Serving.
+
+    Signatures:
+
+    - `predict_ids`: `token_ids`, `segment_ids` and `padding_mask`, int32
+      `(batch, time)`, to `probabilities` (float32 `(batch, time, tags)`),
+      `tag_ids` (int32) and `tags` (string), one per piece.
+    - `serving_default`: `text`, `(batch,)` raw UTF-8 strings, tokenized
+      in the graph by `text_to_pieces`, to the same three outputs plus
+      `token_ids`, `padding_mask`, `first_piece` (1 at each word's first
+      piece, where its tag is read) and `start`/`end` (UTF-8 byte offsets
+      of each piece's word in the text, -1 at special tokens and padding).
+
+    Args:
+        run: A tagging run from `load_trained_run`.
+        model_dir: `<export_dir>/<run_name>`; versions go below it.
+        version: Version number; defaults to `next_version(model_dir)`.
+
+    Returns:
+        The path of the new version directory.
+
+    Example:
+
+    ```python
+    path = export_tagging_saved_model(load_trained_run("ner"), "exported/ner")
+    ```
+    """
+    model = run.model
+    tokenizer = run.tokenizer
+    sequence_length = run.sequence_length
+    version = version or next_version(model_dir)
+    final_path = os.path.join(model_dir, str(version))
+    if os.path.exists(final_path):
+        raise FileExistsError(17, "SavedModel version already exists", final_path)
+    tag_table = tf.constant(run.labels, dtype=tf.string)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(tokenizer)
+    id_signature = [tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES]
+
+    @tf.function(input_signature=id_signature)
+    def serve_ids(token_ids, segment_ids, padding_mask):
+        features = {
+            "token_ids": token_ids,
+            "segment_ids": segment_ids,
+            "padding_mask": padding_mask,
+        }
+        return _tag_outputs(model(features, training=False), tag_table)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text(text):
+        pieces = text_to_pieces(tokenizer, text, sequence_length)
+        features = {name: pieces[name] for name in INPUT_NAMES}
+        outputs = _tag_outputs(model(features, training=False), tag_table)
+        extra = ("token_ids", "padding_mask", "first_piece", "start", "end")
+        return outputs | {name: pieces[name] for name in extra}
+
+    archive.add_endpoint("serving_default", serve_text)
+    archive.add_endpoint("predict_ids", serve_ids)
+    os.makedirs(model_dir, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir)
+    try:
+        archive.write_out(temporary, verbose=False)
+        os.rename(temporary, final_path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    logger.info("Exported tagging SavedModel version %d to %s", version, final_path)
+    return final_path
+
+
+def rebuild_unrolled_tagger(model: keras.Model) -> keras.Model:
+    """Rebuild a tagger whose feedback loop unrolls at static lengths, for TFLite.
+
+    Args:
+        model: A tagger from `build_tagger`.
+
+    Returns:
+        A new model with the same weights and `unroll=True`.
+
+    Example:
+
+    ```python
+    mobile = rebuild_unrolled_tagger(model)
+    ```
+    """
+    backbone, wrapper, feedback = _find_layers(model)
+    cell = feedback.cell
+    clone = build_tagger(
+        backbone.__class__.from_config(backbone.get_config()),
+        num_tags=model.output_shape[-1],
+        feedback_units=cell.units,
+        feedback_steps=cell.feedback_steps,
+        bidirectional=wrapper is not None,
+        feedback_dropout=cell.dropout,
+        dropout=model.get_layer("head_dropout").rate,
+        unroll=True,
+    )
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def compare_tags(reference: np.ndarray, probabilities: np.ndarray, mask: np.ndarray) -> dict:
+    """Compare per-piece probabilities at real (unpadded) positions.
+
+    Returns:
+        `examples`, `pieces`, `max_abs_diff` and `top1_agreement` (share of
+        real pieces with the same most probable tag).
+    """
+    real = mask.astype(bool)
+    return {
+        "examples": int(len(reference)),
+        "pieces": int(real.sum()),
+        "max_abs_diff": float(np.abs(probabilities - reference)[real].max()),
+        "top1_agreement": float((probabilities.argmax(-1) == reference.argmax(-1))[real].mean()),
+    }
+
+
+def _file_size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def _padded(batches: list[np.ndarray], length: int) -> np.ndarray:
+    """Stack `(rows, time, tags)` batches of different `time` into `(all rows, length, tags)`."""
+    rows = []
+    for batch in batches:
+        rows.append(np.pad(batch, [(0, 0), (0, length - batch.shape[1]), (0, 0)]))
+    return np.concatenate(rows)
+
+
+def _export_saved_model(run, texts, features, reference):
+    path = export_tagging_saved_model(run, run.paths.run_dir)
+    loaded = tf.saved_model.load(path)
+    length = run.sequence_length
+    serve_ids = loaded.signatures["predict_ids"]
+    ids_batches = [
+        serve_ids(**{name: tf.constant(features[name][i : i + 16]) for name in INPUT_NAMES})[
+            "probabilities"
+        ].numpy()
+        for i in range(0, len(texts), 16)
+    ]
+    # Raw text goes through the graph's own tokenization; it must give
+    # the ids that `split_words` and the tokenizer give in Python.
+    serve_text = loaded.signatures["serving_default"]
+    text_outputs = [
+        serve_text(text=tf.constant(texts[i : i + 16])) for i in range(0, len(texts), 16)
+    ]
+    text_ids = np.concatenate(
+        [
+            np.pad(o["token_ids"].numpy(), [(0, 0), (0, length - o["token_ids"].shape[1])])
+            for o in text_outputs
+        ]
+    )
+    mask = features["padding_mask"]
+    entries = []
+    for variant, probabilities in (
+        ("predict_ids", _padded(ids_batches, length)),
+        ("serving_default", _padded([o["probabilities"].numpy() for o in text_outputs], length)),
+    ):
+        entry = {
+            "format": "saved_model",
+            "variant": variant,
+            "path": path,
+            "size_bytes": _file_size(path),
+            "parity": compare_tags(reference, probabilities, mask),
+        }
+        if variant == "serving_default":
+            entry["token_ids_match"] = bool(np.array_equal(text_ids, features["token_ids"]))
+        entries.append(entry)
+    return entries
+
+
+def _export_onnx(run, features, reference):
+    import onnxruntime
+
+    directory = run.paths.onnx_dir
+    os.makedirs(directory, exist_ok=True)
+    _write_client_files(run, directory)
+    path = export_onnx(run.model, os.path.join(directory, "model.onnx"))
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    batches = []
+    rows = len(features["token_ids"])
+    for first in range(0, rows, 16):
+        longest = int(features["padding_mask"][first : first + 16].sum(axis=1).max())
+        inputs = {name: features[name][first : first + 16, :longest] for name in INPUT_NAMES}
+        batches.append(session.run(None, inputs)[0])
+    probabilities = _padded(batches, run.sequence_length)
+    return [
+        {
+            "format": "onnx",
+            "variant": f"opset{OPSET}",
+            "path": path,
+            "size_bytes": _file_size(path),
+            "parity": compare_tags(reference, probabilities, features["padding_mask"]),
+        }
+    ]
+
+
+def _export_tflite(run, features, reference):
+    directory = run.paths.tflite_dir
+    os.makedirs(directory, exist_ok=True)
+    _write_client_files(run, directory)
+    path = os.path.join(directory, "model_float32.tflite")
+    convert_variant(rebuild_unrolled_tagger(run.model), path, "float32", run.sequence_length)
+    ops = tflite_op_names(path)
+    runner = TFLiteRunner(path)
+    length = run.sequence_length
+    probabilities = np.zeros_like(reference)
+    for row in range(len(features["token_ids"])):
+        inputs = fit_to_signature(
+            {name: features[name][row : row + 1] for name in INPUT_NAMES}, runner.lengths
+        )
+        width = inputs["token_ids"].shape[1]
+        outputs = runner.runners[width](**inputs)
+        probabilities[row, : min(width, length)] = next(iter(outputs.values()))[0][:length]
+    return [
+        {
+            "format": "tflite",
+            "variant": "float32",
+            "path": path,
+            "size_bytes": _file_size(path),
+            "signature_lengths": runner.lengths,
+            "ops": ops,
+            "non_builtin_ops": non_builtin_ops(ops),
+            "parity": compare_tags(reference, probabilities, features["padding_mask"]),
+        }
+    ]
+
+
+def _write_client_files(run, directory: str) -> None:
+    save_tokenizer(run.tokenizer, directory, run.sequence_length)
+    shutil.copyfile(run.paths.labels, os.path.join(directory, "labels.json"))
+
+
+def export_tagging_run(
+    run_dir: str, texts: list[str], formats: tuple[str, ...] = TAGGING_FORMATS
+) -> dict:
+    """Export a tagging run to each format and compare every artifact with Keras.
+
+    The parity texts are split into words with `split_words` and aligned
+    as `predict` aligns them. Each artifact's per-piece probabilities are
+    compared with the Keras model's at the real pieces. A format that
+    fails is recorded with its error and the others still run. The report
+    goes to `export_report.json` and `export_report.md` in the run
+    directory.
+
+    Args:
+        run_dir: The run directory.
+        texts: Raw texts for the parity check, such as dev sentences
+            joined back together.
+        formats: Any of `TAGGING_FORMATS`.
+
+    Returns:
+        The report; `report["failed"]` lists what failed.
+
+    Example:
+
+    ```python
+    report = export_tagging_run("exported/ner", ["张三在北京工作"])
+    ```
+    """
+    run = load_trained_run(run_dir)
+    words = [
+        [word.text for word in split_words(text, run.tokenizer.split_on_cjk)] for text in texts
+    ]
+    aligned = align_sentences(run.tokenizer, words, run.sequence_length)
+    features = aligned.features()
+    reference = tag_probabilities(run.model, features, 16)
+
+    steps = {
+        "saved_model": lambda: _export_saved_model(run, texts, features, reference),
+        "onnx": lambda: _export_onnx(run, features, reference),
+        "tflite": lambda: _export_tflite(run, features, reference),
+    }
+    artifacts = []
+    for name in formats:
+        try:
+            artifacts.extend(steps[name]())
+        except Exception as error:  # noqa: BLE001  (one failed format keeps the others)
+            lines = str(error).strip().splitlines() or [""]
+            logger.error("%s export failed: %s: %s", name, error.__class__.__name__, lines[-1])
+            artifacts.append({"format": name, "error": f"{error.__class__.__name__}: {lines[-1]}"})
+    report = {
+        "run": run.paths.run_name,
+        "task": "tagging",
+        "sequence_length": run.sequence_length,
+        "parity_examples": len(texts),
+        "keras_accuracy": None,
+        "artifacts": artifacts,
+        "failed": [
+            a["format"] + (f"/{a['variant']}" if "variant" in a else "")
+            for a in artifacts
+            if "error" in a
+        ],
+    }
+    with open(run.paths.export_report, "w", encoding="utf-8") as file:
+        json.dump(report, file, ensure_ascii=False, indent=2)
+    with open(os.path.splitext(run.paths.export_report)[0] + ".md", "w", encoding="utf-8") as file:
+        file.write(format_export_report(report))
+    return report
