@@ -20,7 +20,7 @@ SPECIAL_PIECES = 2  # [CLS] and [SEP]
 class AlignedSentences:
     """Sentences as fixed-length model inputs, with each word's first piece marked.
 
-    Row `i` holds sentence `i`: `[CLS]`, the pieces of its words in order,
+    Row `i` contains sentence `i`: `[CLS]`, the pieces of its words in order,
     `[SEP]`, then padding. Arrays are `(sentences, sequence_length)`.
 
     Attributes:
@@ -101,8 +101,8 @@ def align_sentences(
     other pieces, `[CLS]`, `[SEP]` and padding carry weight 0. A sentence
     with more than `sequence_length - 2` pieces keeps its first
     `sequence_length - 2` pieces, so the words after them get no
-    position; they are counted in `truncated_words`, and a word the
-    tokenizer removes entirely in `words_without_pieces`.
+    position. Those words are counted in `truncated_words`, and words
+    the tokenizer removes entirely in `words_without_pieces`.
 
     Args:
         tokenizer: A `HuggingFaceBertTokenizer` without a sequence length.
@@ -170,8 +170,8 @@ def log_alignment(name: str, aligned: AlignedSentences, sequence_length: int) ->
     if aligned.truncated_sentences:
         logger.warning(
             "%s: %d of %d sentences are longer than %d word pieces and were truncated; "
-            "%d word(s) after the cut get no prediction (scored as O). Pass a larger "
-            "--sequence-length to keep them.",
+            "%d word(s) after the cut get no position (no loss in training, tag O in "
+            "predictions). Pass a larger --sequence-length to keep them.",
             name,
             aligned.truncated_sentences,
             len(aligned),
@@ -181,7 +181,7 @@ def log_alignment(name: str, aligned: AlignedSentences, sequence_length: int) ->
     if aligned.words_without_pieces:
         logger.warning(
             "%s: the tokenizer removed %d word(s) entirely (such as control or zero-width "
-            "characters); they get no prediction (scored as O).",
+            "characters); they get no position (no loss in training, tag O in predictions).",
             name,
             aligned.words_without_pieces,
         )
@@ -191,6 +191,7 @@ def tagging_dataset(
     aligned: AlignedSentences,
     batch_size: int,
     shuffle_seed: int | None = None,
+    pad_to_multiple: int = 1,
 ) -> tf.data.Dataset:
     """Batch aligned sentences as `(features, tag_ids, weights)` for `fit` and `evaluate`.
 
@@ -204,6 +205,8 @@ def tagging_dataset(
         batch_size: The global batch size.
         shuffle_seed: Shuffle the sentences again at each epoch from this
             seed, or `None` to keep their order.
+        pad_to_multiple: Round each batch's length up to a multiple of
+            this (at most the sequence length), so XLA compiles fewer shapes.
 
     Returns:
         The `tf.data.Dataset`, with the last batch smaller when the count
@@ -222,7 +225,7 @@ def tagging_dataset(
     data = data.batch(batch_size)
 
     def trim(features, tags, weights):
-        trimmed = trim_batch(features)
+        trimmed = trim_batch(features, pad_to_multiple)
         length = tf.shape(trimmed["token_ids"])[1]
         return trimmed, tags[:, :length], weights[:, :length]
 

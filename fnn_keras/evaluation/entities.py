@@ -77,9 +77,10 @@ def entity_metrics(gold_tags: list[list[str]], predicted_tags: list[list[str]]) 
         A dict with `entity_precision`, `entity_recall`, `entity_f1`,
         `examples` (sentences), `entities` (gold entities),
         `predicted_entities`, `correct_entities`, `token_accuracy` (share
-        of tokens whose tag is right) and `per_type`: for each type of a
-        gold or predicted entity, sorted, a dict with `precision`,
-        `recall`, `f1`, `entities`, `predicted_entities` and `correct`.
+        of tokens whose tag is right) and `per_type`. `per_type` maps
+        each type of a gold or predicted entity, sorted, to a dict with
+        `precision`, `recall`, `f1`, `entities`, `predicted_entities` and
+        `correct`.
 
     Raises:
         ValueError: The lists differ in length, or a sentence's two tag

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from keras_hub.src.tokenizers.word_piece_tokenizer import CJK_REGEX
 
+from fnn_keras.data.conll import read_conll
 from fnn_keras.data.tagging_pipeline import SPECIAL_PIECES, align_sentences
 from fnn_keras.data.words import split_words
 from fnn_keras.export.exporter import format_export_report
@@ -27,7 +28,7 @@ from fnn_keras.export.tflite import (
     non_builtin_ops,
     tflite_op_names,
 )
-from fnn_keras.export.trained_run import load_trained_run
+from fnn_keras.export.trained_run import ExportError, load_trained_run
 from fnn_keras.models.classifier import INPUT_NAMES
 from fnn_keras.models.tagger import build_tagger, tag_probabilities
 from fnn_keras.tokenizer import _PUNCTUATION, _WORD_SEPARATORS, save_tokenizer
@@ -54,6 +55,11 @@ def text_to_pieces(tokenizer, text: tf.Tensor, sequence_length: int) -> dict[str
     tokenizer splits them), then each word goes through the tokenizer.
     Rows are `[CLS]`, the first `sequence_length - 2` pieces, `[SEP]`,
     padded to the batch's longest row.
+
+    NOTE: the graph splits the original text, while `split_words` tests
+    Python's `str.isspace`. The export parity check compares the ids of
+    both on the parity texts only, so rare characters on which the two
+    disagree may still give other words here.
 
     Args:
         tokenizer: The run's `HuggingFaceBertTokenizer`.
@@ -398,6 +404,14 @@ def export_tagging_run(
     report = export_tagging_run("exported/ner", ["张三在北京工作"])
     ```
     """
+    unknown = sorted(set(formats) - set(TAGGING_FORMATS))
+    if not formats or unknown:
+        raise ExportError(
+            f"Invalid export formats for a tagging run: {', '.join(formats) or 'none'}. "
+            f"Valid: {', '.join(TAGGING_FORMATS)}."
+        )
+    if not texts:
+        raise ExportError("The parity check needs at least one text.")
     run = load_trained_run(run_dir)
     words = [
         [word.text for word in split_words(text, run.tokenizer.split_on_cjk)] for text in texts
@@ -437,3 +451,32 @@ def export_tagging_run(
     with open(os.path.splitext(run.paths.export_report)[0] + ".md", "w", encoding="utf-8") as file:
         file.write(format_export_report(report))
     return report
+
+
+def tagging_parity_texts(run, path: str | None, limit: int = 0) -> list[str]:
+    """Read a CoNLL file the way the run read its data, as texts for the parity check.
+
+    Args:
+        run: A tagging run from `load_trained_run`.
+        path: The CoNLL file, or `None` for the run's dev file.
+        limit: Keep only the first N sentences; 0 keeps 64.
+
+    Returns:
+        Each sentence's tokens joined with spaces, which `split_words`
+        splits at again.
+
+    Raises:
+        ExportError: No file is given and the run's dev file is not here.
+        DataError: The file cannot be read.
+
+    Example:
+
+    ```python
+    texts = tagging_parity_texts(load_trained_run("ner"), None)
+    ```
+    """
+    path = path or run.dev_path
+    if path is None:
+        raise ExportError("The run names no dev file that exists here; pass --data FILE.")
+    sentences = read_conll(path, run.data.encoding, run.data.on_bad_row)
+    return [" ".join(tokens) for tokens in sentences.tokens[: limit or 64]]

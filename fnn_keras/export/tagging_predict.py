@@ -13,11 +13,6 @@ from fnn_keras.export.trained_run import TrainedRun
 from fnn_keras.models.tagger import tag_probabilities
 
 
-def is_tagging_run(run: TrainedRun) -> bool:
-    """Return whether a loaded run is a token tagger (its config says `task: tagging`)."""
-    return run.data.task == "tagging"
-
-
 def predict_entities(run: TrainedRun, texts: list[str], batch_size: int = 32) -> list[dict]:
     """Find the entities of each raw text with a tagging run's Keras model.
 

@@ -35,6 +35,7 @@ from fnn_keras.training.precision import float32_copy, precision_policy, resolve
 from fnn_keras.training.strategy import is_multi_worker
 from fnn_keras.training.train_model import TrainingModel
 from fnn_keras.training.trainer import (
+    XLA_LENGTH_MULTIPLE,
     RunResult,
     _check_run_is_new,
     _sequence_length_message,
@@ -226,9 +227,9 @@ def train_tagging(
     the tokenizer, `metrics.json` and `report.md`; TensorBoard gets the
     epoch loss, token accuracy and dev entity scores.
 
-    Note: a tagging run does not back up its state for resuming, and
-    multi-worker clusters are not supported; an interrupted run starts
-    again from the beginning under a new name.
+    Note: a tagging run does not back up its state for resuming, so an
+    interrupted run starts again from the beginning under a new name.
+    Multi-worker clusters are not supported.
 
     Args:
         config: A validated `Config` with `data.task == "tagging"`.
@@ -257,6 +258,11 @@ def train_tagging(
         raise ConfigError(
             "--task tagging does not support multi-worker training yet; run it on one "
             "machine (--strategy mirrored or one_device)."
+        )
+    if config.data.labels is not None:
+        raise ConfigError(
+            "--task tagging takes its tags from the training file (O first, then the others "
+            f"sorted); drop --labels. Received: {config.data.labels!r}."
         )
     training = config.training
     sequence_length = config.data.sequence_length
@@ -336,7 +342,12 @@ def train_tagging(
     summary["vocabulary_size"] = len(bundle.tokenizer.get_vocabulary())
     with open(paths.data_summary, "w", encoding="utf-8") as file:
         json.dump(summary, file, ensure_ascii=False, indent=2)
-    train_data = tagging_dataset(aligned["train"], training.batch_size, shuffle_seed=training.seed)
+    train_data = tagging_dataset(
+        aligned["train"],
+        training.batch_size,
+        shuffle_seed=training.seed,
+        pad_to_multiple=XLA_LENGTH_MULTIPLE if jit_compile else 1,
+    )
     dev_evaluation = TaggingDevEvaluation(
         aligned["dev"], dev.tags, vocabulary.labels, training.batch_size
     )

@@ -127,3 +127,18 @@ def test_served_text_offsets(exported_tagging_run):
         assert tags == [labels[i] for i in ids]
     assert outputs["probabilities"].shape[-1] == len(labels)
     np.testing.assert_allclose(outputs["probabilities"].numpy().sum(-1)[0, :3], 1.0, atol=1e-5)
+
+
+def test_export_cli_reexports_onnx(exported_tagging_run):
+    workdir, _, _ = exported_tagging_run
+
+    result = run_python(
+        ["-m", "fnn_keras.export", "ner", "--formats", "onnx", "--parity-examples", "4"],
+        cwd=workdir,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok      onnx opset17" in result.stdout
+    report = json.loads((workdir / "exported" / "ner" / "export_report.json").read_text())
+    assert report["parity_examples"] == 4
+    assert report["artifacts"][0]["parity"]["max_abs_diff"] <= MAX_ABS_DIFF
