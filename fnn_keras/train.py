@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "per text; tagging: one tag per token, from CoNLL files (token<TAB>tag).",
     )
     data.add_argument(
-        "--train", help="Training file (.tsv, .csv or .jsonl). Default: the demo data."
+        "--train",
+        help="Training file (.tsv, .csv or .jsonl; a CoNLL file for --task tagging). "
+        "Default: the demo data.",
     )
     data.add_argument("--dev", help="Dev file in the same format; required with --train.")
     data.add_argument("--text-column", help="Column or JSON key of the text. Default: text.")

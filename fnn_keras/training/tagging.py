@@ -33,6 +33,7 @@ from fnn_keras.training.callbacks import StopOnNonFiniteLoss
 from fnn_keras.training.optimization import build_optimizer, learning_rate_multipliers
 from fnn_keras.training.precision import float32_copy, precision_policy, resolve_mixed_precision
 from fnn_keras.training.strategy import is_multi_worker
+from fnn_keras.training.summaries import StepScalarLogger
 from fnn_keras.training.train_model import TrainingModel
 from fnn_keras.training.trainer import (
     XLA_LENGTH_MULTIPLE,
@@ -176,9 +177,15 @@ def _build_model(config: Config, bundle, num_tags: int, total_steps: int, jit_co
     return model
 
 
-def _callbacks(config, paths, steps_per_epoch, dev_evaluation, log_dir):
+def _callbacks(config, paths, steps_per_epoch, dev_evaluation, log_dir, num_sentences):
     os.makedirs(os.path.dirname(paths.best_checkpoint), exist_ok=True)
-    callbacks = [StopOnNonFiniteLoss(steps_per_epoch), dev_evaluation]
+    training = config.training
+    callbacks = [
+        StopOnNonFiniteLoss(steps_per_epoch),
+        dev_evaluation,
+        # Per-step scalars; before TensorBoard, which writes the examples per second it adds.
+        StepScalarLogger(log_dir, training.log_every_steps, num_sentences, training.batch_size),
+    ]
     if log_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     callbacks += [
@@ -192,7 +199,7 @@ def _callbacks(config, paths, steps_per_epoch, dev_evaluation, log_dir):
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
             mode="min",
-            patience=config.training.early_stopping_patience,
+            patience=training.early_stopping_patience,
             restore_best_weights=True,
         ),
     ]
@@ -354,7 +361,7 @@ def train_tagging(
 
     # === Fit ===
     log_dir = paths.log_dir
-    callbacks = _callbacks(config, paths, steps_per_epoch, dev_evaluation, log_dir)
+    callbacks = _callbacks(config, paths, steps_per_epoch, dev_evaluation, log_dir, len(train))
     start = time.perf_counter()
     history = model.fit(
         train_data,

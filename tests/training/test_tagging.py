@@ -57,6 +57,8 @@ def tagging_run(tmp_path_factory):
             "mirrored",
             "--cpu-devices",
             "2",
+            "--log-every-steps",
+            "2",
             "--no-export",
             "--run-name",
             "ner",
@@ -117,6 +119,9 @@ def test_tensorboard_has_dev_entity_f1(tagging_run):
     assert steps["epoch_loss"] == [0]
     train_steps = scalar_steps(str(workdir / "tensorboard_logs" / "ner" / "train"))
     assert train_steps["epoch_token_accuracy"] == [0]
+    # 48 sentences in batches of 8: 6 steps, scalars every 2.
+    assert train_steps["batch_loss"] == [2, 4, 6]
+    assert train_steps["batch_token_accuracy"] == [2, 4, 6]
 
 
 def test_predict_cli_prints_offsets(tagging_run):
