@@ -299,6 +299,8 @@ def train_tagging(
     # === Model, under the strategy ===
     steps_per_epoch = math.ceil(len(train) / training.batch_size)
     total_steps = steps_per_epoch * training.epochs
+    # NOTE: tagging has run in float32 without XLA on the CPU only. The GPU
+    # defaults (XLA on, bfloat16 or float16) have not run for this task.
     jit_compile = resolve_jit_compile(training.jit_compile, training.deterministic)
     mixed_precision = resolve_mixed_precision(training.mixed_precision)
     with strategy.scope(), precision_policy(mixed_precision):
