@@ -174,11 +174,45 @@ def tiny_vocabulary() -> list[str]:
     return list(dict.fromkeys(tokens))
 
 
-def _load_tiny(seed: int) -> BackboneBundle:
-    vocabulary = tiny_vocabulary()
+def vocabulary_from_tokens(tokens) -> list[str]:
+    """Build a tiny-backbone vocabulary from the tokens of a training file.
+
+    The vocabulary is the special tokens, then, sorted, every distinct
+    token without white space, every character of those tokens, and each
+    such character with the `##` prefix, so a longer word of the same
+    characters splits into known pieces. It is meant for a tokenizer that
+    keeps case and accents, under which each character is its own token.
+
+    Args:
+        tokens: The tokens, such as every token of a CoNLL file.
+
+    Returns:
+        The vocabulary, `[PAD]` first.
+
+    Example:
+
+    ```python
+    vocabulary_from_tokens(["北", "京", "MBA"])
+    # ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "##A", "##B", "##M", "A", ...]
+    ```
+    """
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = {token for token in tokens if token and not any(c.isspace() for c in token)}
+    characters = {character for word in words for character in word}
+    entries = words | characters | {"##" + character for character in characters}
+    return list(dict.fromkeys(specials + sorted(entries)))
+
+
+def _load_tiny(seed: int, vocabulary: list[str] | None = None) -> BackboneBundle:
+    # A vocabulary from the training data is matched character by character,
+    # so its tokenizer must not lowercase or strip accents.
+    case_folding = vocabulary is None
+    vocabulary = vocabulary or tiny_vocabulary()
     keras.utils.set_random_seed(seed)
     backbone = ExactGeluBertBackbone(vocabulary_size=len(vocabulary), **TINY_CONFIG)
-    tokenizer = HuggingFaceBertTokenizer(vocabulary=vocabulary, lowercase=True, strip_accents=True)
+    tokenizer = HuggingFaceBertTokenizer(
+        vocabulary=vocabulary, lowercase=case_folding, strip_accents=case_folding
+    )
     return BackboneBundle(backbone, tokenizer, "tiny", None)
 
 
@@ -287,7 +321,10 @@ def _load_preset(preset: str, source: str) -> BackboneBundle:
 
 
 def load_backbone(
-    source: str = DEFAULT_BACKBONE, seed: int = 0, dropout: float | None = None
+    source: str = DEFAULT_BACKBONE,
+    seed: int = 0,
+    dropout: float | None = None,
+    vocabulary: list[str] | None = None,
 ) -> BackboneBundle:
     """Load a BERT backbone and its tokenizer from one of the offline sources.
 
@@ -300,6 +337,9 @@ def load_backbone(
         seed: Seed for the random weights of `"tiny"`.
         dropout: Dropout rate inside the backbone, replacing the one its
             config gives (0.1 for BERT checkpoints); `None` keeps that one.
+        vocabulary: For `"tiny"` only: the tokens of its vocabulary, such as
+            `vocabulary_from_tokens(...)`, in place of `tiny_vocabulary()`.
+            Its tokenizer then keeps case and accents.
 
     Returns:
         A `BackboneBundle`.
@@ -315,7 +355,12 @@ def load_backbone(
     ```
     """
     if source == "tiny":
-        return _with_dropout(_load_tiny(seed), dropout)
+        return _with_dropout(_load_tiny(seed, vocabulary), dropout)
+    if vocabulary is not None:
+        raise BackboneError(
+            f"Only the tiny backbone takes a vocabulary; backbone {source!r} keeps its own. "
+            "Drop --vocabulary."
+        )
     if source == DEFAULT_BACKBONE:
         path = minilm_path()
     else:

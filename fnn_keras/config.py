@@ -114,6 +114,13 @@ class ModelConfig:
             projections (keras-hub's `enable_lora`). The updates are merged
             into the saved and exported weights.
         lora_rank: Rank of the LoRA updates, for `fine_tune: lora`.
+        vocabulary: `None` keeps the backbone's vocabulary. `train`, only
+            with `backbone: tiny` and `task: tagging`, gives the tiny
+            backbone a vocabulary of the special tokens plus every distinct
+            token and character of the training file, so a character-level
+            file such as Chinese NER data has no unknown tokens. That
+            tokenizer keeps case and accents, so each character is its own
+            token.
     """
 
     backbone: str = "minilm"
@@ -126,6 +133,7 @@ class ModelConfig:
     backbone_dropout: float | None = None
     fine_tune: str = "full"
     lora_rank: int = 8
+    vocabulary: str | None = None
 
 
 @dataclasses.dataclass
@@ -333,6 +341,7 @@ class Config:
             _check_rate("model.backbone_dropout", self.model.backbone_dropout)
         _check_choice("model.fine_tune", self.model.fine_tune, FINE_TUNE_CHOICES)
         _check_positive("model.lora_rank", self.model.lora_rank)
+        _check_vocabulary(self.model.vocabulary, self.model.backbone, self.data.task)
         _check_choice("training.loss", self.training.loss, LOSS_CHOICES)
         if not 0 <= self.training.focal_gamma <= MAX_FOCAL_GAMMA:
             raise ConfigError(
@@ -576,6 +585,21 @@ def parse_class_weight(value: Any) -> str | dict[str, float]:
             )
         weights[str(label)] = number
     return weights
+
+
+def _check_vocabulary(vocabulary: str | None, backbone: str, task: str) -> None:
+    if vocabulary is None:
+        return
+    if vocabulary != "train":
+        raise ConfigError(
+            f"model.vocabulary (--vocabulary) must be 'train' or left out. Received: {vocabulary!r}."
+        )
+    if backbone != "tiny" or task != "tagging":
+        raise ConfigError(
+            "model.vocabulary (--vocabulary) train needs --backbone tiny and --task tagging; "
+            f"a pretrained backbone keeps its own vocabulary. Received: backbone={backbone!r}, "
+            f"task={task!r}. Drop --vocabulary."
+        )
 
 
 def _check_positive(name: str, value: Any) -> None:

@@ -115,6 +115,19 @@ def _load_member(name: str, export_dir: str):
         ) from None
 
 
+def _print_entities(run_dir: str, texts: list[str], batch_size: int) -> None:
+    """Print `{"text", "entities"}` JSON lines for a tagging run's Keras model."""
+    from fnn_keras.export.tagging_predict import predict_entities
+    from fnn_keras.export.trained_run import ExportError, load_trained_run
+
+    try:
+        run = load_trained_run(run_dir)
+    except ExportError as error:
+        fail(str(error))
+    for record in predict_entities(run, texts, batch_size):
+        print(json.dumps(record, ensure_ascii=False))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -127,6 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.artifact is None:
         fail("pass the ARTIFACT to predict with, or --ensemble RUN RUN ...")
     texts = _read_texts(args)
+    if not args.ensemble:
+        from fnn_keras.export.tagging_predict import tagging_run_dir
+
+        run_dir = tagging_run_dir(args.artifact, args.export_dir)
+        if run_dir is not None:
+            _print_entities(run_dir, texts, args.batch_size)
+            return
 
     from fnn_keras.data.summary import token_lengths
     from fnn_keras.export.predictors import (

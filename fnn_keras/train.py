@@ -41,6 +41,7 @@ FLAG_FIELDS = {
     "backbone_dropout": "model.backbone_dropout",
     "fine_tune": "model.fine_tune",
     "lora_rank": "model.lora_rank",
+    "vocabulary": "model.vocabulary",
     "epochs": "training.epochs",
     "batch_size": "training.batch_size",
     "learning_rate": "training.learning_rate",
@@ -112,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "per text; tagging: one tag per token, from CoNLL files (token<TAB>tag).",
     )
     data.add_argument(
-        "--train", help="Training file (.tsv, .csv or .jsonl). Default: the demo data."
+        "--train",
+        help="Training file (.tsv, .csv or .jsonl; a CoNLL file for --task tagging). "
+        "Default: the demo data.",
     )
     data.add_argument("--dev", help="Dev file in the same format; required with --train.")
     data.add_argument("--text-column", help="Column or JSON key of the text. Default: text.")
@@ -189,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: full.",
     )
     model.add_argument("--lora-rank", type=int, help="Rank of the LoRA updates. Default: 8.")
+    model.add_argument(
+        "--vocabulary",
+        choices=["train"],
+        help="train: give --backbone tiny a vocabulary of every token and character of the "
+        "training file (--task tagging only). Default: the backbone's own.",
+    )
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, help="Maximum epochs. Default: 5.")
     training.add_argument("--batch-size", type=int, help="Global batch size. Default: 32.")

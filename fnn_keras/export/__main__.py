@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--parity-examples must be 0 (all) or positive. Received: {args.parity_examples}.")
     formats = tuple(x for x in args.formats.split(",") if x)
     variants = tuple(x for x in args.tflite_variants.split(",") if x)
+    from fnn_keras.export.tagging_predict import tagging_run_dir
+
+    if tagging_run_dir(args.run, args.export_dir) is not None:
+        _export_tagging(args, formats)
+        return
     try:
         run = load_trained_run(args.run, args.export_dir)
         data_path = args.data or run.dev_path
@@ -91,6 +96,29 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:
         fail(os_error_message(error))
 
+    for line in artifact_lines(report):
+        print(line)
+    print(f"Report: {run.paths.export_report}")
+    failure = failure_message(report)
+    if failure:
+        fail(failure)
+
+
+def _export_tagging(args, formats: tuple[str, ...]) -> None:
+    """Export a tagging run; TFLite is float32 only, so --tflite-variants does not apply."""
+    from fnn_keras.data.readers import DataError
+    from fnn_keras.export.exporter import artifact_lines, failure_message
+    from fnn_keras.export.tagging import export_tagging_run, tagging_parity_texts
+    from fnn_keras.export.trained_run import ExportError, load_trained_run
+
+    try:
+        run = load_trained_run(args.run, args.export_dir)
+        texts = tagging_parity_texts(run, args.data, args.parity_examples)
+        report = export_tagging_run(run.paths.run_dir, texts, formats)
+    except (ExportError, DataError) as error:
+        fail(str(error))
+    except OSError as error:
+        fail(os_error_message(error))
     for line in artifact_lines(report):
         print(line)
     print(f"Report: {run.paths.export_report}")

@@ -268,6 +268,11 @@ def train(
     keras.utils.set_random_seed(training.seed)
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
+    if config.data.task == "tagging":
+        # Imported here because `tagging` imports this module.
+        from fnn_keras.training.tagging import train_tagging
+
+        return train_tagging(config, strategy, verbose)
     chief = is_chief(strategy)
 
     # === Data ===
