@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     from fnn_keras.training.trainer import new_run_name, train
 
     run_name = None
+    config = None
     try:
         values = load_yaml(args.config) if args.config else {}
         overrides = {
@@ -393,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(error), code=EXIT_NON_FINITE_LOSS)
     except KeyboardInterrupt:
         resume = f" with --run-name {run_name}" if run_name else ""
+        if config is not None and config.data.task == "tagging":
+            # Tagging runs keep no backup, so a rerun trains from the start.
+            fail(f"interrupted; rerun the same command{resume} to train from the start.")
         fail(f"interrupted; rerun the same command{resume} to resume.")
 
     paths = result.paths
