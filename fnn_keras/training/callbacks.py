@@ -382,7 +382,11 @@ class TrainingBackup(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.every_steps == 0:
+        # The last step of an epoch is saved by `on_epoch_end`, after the dev
+        # pass. A backup saved before that pass would resume at the next
+        # epoch and skip the pass, losing that epoch's early-stopping and
+        # best-checkpoint decisions.
+        if step % self.every_steps == 0 and step % self.steps_per_epoch != 0:
             self.save(step)
 
     def on_epoch_end(self, epoch, logs=None):

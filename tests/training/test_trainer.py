@@ -3,6 +3,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -129,3 +130,21 @@ def test_backup_refuses_non_finite_weights(tmp_path):
     state = read_backup(str(tmp_path / "backup"))
     assert state.global_step == 1
     assert state.settings == {"a": 1}
+
+
+@pytest.mark.parametrize(("step", "saved"), [(4, [4]), (5, []), (6, [6]), (10, [])])
+def test_backup_leaves_epoch_end_to_dev_pass(step, saved, monkeypatch):
+    # 5 steps per epoch, a backup every 2 steps: steps 5 and 10 end an epoch,
+    # so only `on_epoch_end` saves them, after the dev pass. A backup saved
+    # before that pass would resume at the next epoch and skip the pass.
+    from types import SimpleNamespace
+
+    from fnn_keras.training.callbacks import TrainingBackup
+
+    backup = TrainingBackup("unused", steps_per_epoch=5, every_steps=2, early_stopping=None,
+                            checkpoint=None)  # fmt: skip
+    steps = []
+    monkeypatch.setattr(backup, "save", steps.append)
+    backup.set_model(SimpleNamespace(optimizer=SimpleNamespace(iterations=np.int64(step))))
+    backup.on_train_batch_end(0)
+    assert steps == saved
