@@ -13,6 +13,15 @@ import yaml
 STRATEGY_CHOICES = ("auto", "mirrored", "multi_worker", "one_device")
 ON_BAD_ROW_CHOICES = ("skip", "error")
 TASK_CHOICES = ("classification", "multilabel", "tagging")
+# The flags of the settings that some tasks reject.
+TASK_FLAGS = {
+    "training.class_weight": "--class-weight",
+    "training.loss": "--loss",
+    "training.label_smoothing": "--label-smoothing",
+    "data.text_pair_column": "--text-pair-column",
+    "training.tune_thresholds": "--tune-thresholds",
+    "training.adversarial": "--adversarial",
+}
 # The same choices as `fnn_keras.models.fine_tuning.FINE_TUNE_CHOICES`. This
 # module is below the models in the import order, so it cannot import them.
 FINE_TUNE_CHOICES = ("full", "frozen", "lora")
@@ -451,7 +460,7 @@ class Config:
             unsupported["data.text_pair_column"] = self.data.text_pair_column is not None
             unsupported["training.tune_thresholds"] = self.training.tune_thresholds
             unsupported["training.adversarial"] = self.training.adversarial != "none"
-        given = [name for name, used in unsupported.items() if used]
+        given = [f"{name} ({TASK_FLAGS[name]})" for name, used in unsupported.items() if used]
         if given:
             raise ConfigError(
                 f"--task {task} does not support {', '.join(given)}; drop "

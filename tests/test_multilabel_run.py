@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -123,11 +124,13 @@ def test_metrics_follow_the_saved_thresholds(multilabel_run):
 
 
 def test_dev_f1_logged_each_epoch(multilabel_run):
-    from conftest import scalar_values
+    from conftest import scalar_steps, scalar_values
 
     root, _ = multilabel_run
     validation = os.path.join(root, "logs", "multi", "validation")
-    assert sorted(scalar_values(validation, "epoch_micro_f1")) == [0, 1, 2]
+    steps = scalar_steps(validation)
+    assert steps["epoch_micro_f1"] == [0, 1, 2]
+    assert steps["epoch_micro_precision"] == [0, 1, 2]
     assert set(scalar_values(validation, "class_f1/weather")) == {0, 1, 2}
 
 
@@ -188,6 +191,28 @@ def test_evaluate_matches_training_report(multilabel_run, multilabel_data, capsy
         assert evaluated[name] == trained[name], name
 
 
+def test_missing_thresholds_file_is_one_line_error(multilabel_run, tmp_path, capsys):
+    root, _ = multilabel_run
+    copy = tmp_path / "copied"
+    shutil.copytree(root / "exported" / "multi", copy, ignore=shutil.ignore_patterns("1", "2"))
+    os.remove(copy / "label_thresholds.json")
+    with pytest.raises(SystemExit) as raised:
+        predict_cli.main([str(copy), "rain at the game"])
+    assert raised.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "multi-label", "label_thresholds.json")
+
+
+def test_label_field_without_labels_names_line(tmp_path, multilabel_data, capsys):
+    train = write_tsv(tmp_path / "train.tsv", [*TRAIN[:3], ("snow", " | ")])
+    with pytest.raises(SystemExit) as raised:
+        train_cli.main(
+            ["--task", "multilabel", "--label-delimiter", "|", "--backbone", "tiny",
+             "--train", train, "--dev", multilabel_data[1], "--export-dir", str(tmp_path)]
+        )  # fmt: skip
+    assert raised.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "train.tsv:5:", "label field '|'")
+
+
 def test_unknown_dev_label_is_one_line_error(tmp_path, multilabel_data, capsys):
     dev = write_tsv(tmp_path / "dev.tsv", [("snow", "weather|politics")])
     with pytest.raises(SystemExit) as raised:
@@ -211,4 +236,4 @@ def test_unsupported_settings_are_one_line_errors(flags, fragment, multilabel_da
     with pytest.raises(SystemExit) as raised:
         train_cli.main(["--task", "multilabel", "--train", train, "--dev", dev, *flags])
     assert raised.value.code == 2
-    assert_one_line_error(capsys.readouterr().err, "--task multilabel", fragment)
+    assert_one_line_error(capsys.readouterr().err, "--task multilabel", fragment, flags[0])

@@ -17,7 +17,9 @@ LABEL_THRESHOLDS_FILE = "label_thresholds.json"
 DEFAULT_THRESHOLD = 0.5
 
 
-def split_label_sets(fields: list[str], delimiter: str, source: str = "data") -> list[list[str]]:
+def split_label_sets(
+    fields: list[str], delimiter: str, source: str = "data", lines: list[int] | None = None
+) -> list[list[str]]:
     """Split each label field into its labels.
 
     Labels are stripped of surrounding white space. A label written twice in
@@ -28,6 +30,8 @@ def split_label_sets(fields: list[str], delimiter: str, source: str = "data") ->
         fields: The label field of each example, such as `"sports,finance"`.
         delimiter: The separator between labels.
         source: Name of the data in messages, usually its path.
+        lines: The file line of each field, for messages; `None` numbers
+            the examples instead.
 
     Returns:
         The labels of each example, in the order written.
@@ -49,9 +53,10 @@ def split_label_sets(fields: list[str], delimiter: str, source: str = "data") ->
         unique = list(dict.fromkeys(labels))
         repeats += len(labels) - len(unique)
         if not unique:
+            where = f"{source}:{lines[index]}:" if lines else f"{source}: example {index + 1}:"
             raise LabelError(
-                f"{source}: example {index + 1} has label field {field!r} with no label between "
-                f"the {delimiter!r} separators; give it at least one label."
+                f"{where} label field {field!r} has no label between the {delimiter!r} "
+                "separators; give the text at least one label."
             )
         sets.append(unique)
     if empty_pieces or repeats:

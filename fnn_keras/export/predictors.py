@@ -9,7 +9,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from fnn_keras.data.multilabel import load_label_thresholds, predicted_label_mask
+from fnn_keras.data.multilabel import (
+    LABEL_THRESHOLDS_FILE,
+    load_label_thresholds,
+    predicted_label_mask,
+)
 from fnn_keras.data.pipeline import build_preprocessor, is_pair_input, string_inputs, trim_batch
 from fnn_keras.data.summary import token_lengths
 from fnn_keras.data.thresholds import ThresholdError, load_threshold, predicted_ids
@@ -137,6 +141,11 @@ class SavedModelPredictor(_Predictor):
             self.label_thresholds = load_label_thresholds(run_dir, labels)
         except (TokenizerError, ThresholdError) as error:
             raise PredictorError(str(error)) from None
+        if self.label_thresholds is None and "label_mask" in self.function.structured_outputs:
+            raise PredictorError(
+                f"{path} is a multi-label model, but its run directory {run_dir} has no "
+                f"{LABEL_THRESHOLDS_FILE}; restore that file."
+            )
         if "text" not in self.function.structured_input_signature[1]:
             self.preprocessor = build_preprocessor(self.tokenizer, self.sequence_length)
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from fnn_keras.layers import FeedbackLayer
-from fnn_keras.models.classifier import INPUT_NAMES, build_classifier
+from fnn_keras.models.classifier import INPUT_NAMES, build_classifier, is_multilabel
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def rebuild_unrolled(model: keras.Model) -> keras.Model:
         dropout=dropout,
         unroll=True,
         pooling="mean" if feedback.return_sequences else "last",
-        multilabel=model.get_layer("probabilities").get_config()["activation"] == "sigmoid",
+        multilabel=is_multilabel(model),
     )
     clone.set_weights(model.get_weights())
     return clone

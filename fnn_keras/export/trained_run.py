@@ -11,11 +11,17 @@ import keras
 
 from fnn_keras.config import ConfigError, DataConfig, config_from_dict, load_yaml
 from fnn_keras.data.labels import LabelVocabulary
-from fnn_keras.data.multilabel import load_label_thresholds, multi_hot, split_label_sets
+from fnn_keras.data.multilabel import (
+    LABEL_THRESHOLDS_FILE,
+    load_label_thresholds,
+    multi_hot,
+    split_label_sets,
+)
 from fnn_keras.data.pipeline import build_preprocessor
 from fnn_keras.data.readers import demo_data_paths, read_examples
 from fnn_keras.data.thresholds import load_threshold
 from fnn_keras.layout import RunPaths
+from fnn_keras.models.classifier import is_multilabel
 from fnn_keras.tokenizer import TokenizerError, load_tokenizer, reads_text_pairs
 
 logger = logging.getLogger(__name__)
@@ -135,6 +141,12 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         label_thresholds = load_label_thresholds(paths.run_dir, labels)
     except (TokenizerError, OSError, ValueError) as error:
         raise ExportError(f"{paths.run_dir}: {error}") from None
+    if label_thresholds is None and is_multilabel(model):
+        raise ExportError(
+            f"{paths.run_dir} holds a multi-label model but no {LABEL_THRESHOLDS_FILE}; "
+            "restore the file, or write one with a threshold per label, such as "
+            f'{{"thresholds": {{"{labels[0]}": 0.5, ...}}}}.'
+        )
 
     dev_path = None
     data = DataConfig()
@@ -232,7 +244,7 @@ def read_run_examples(
     vocabulary = LabelVocabulary(run.labels)
     known = f"the labels of run {run.paths.run_name}"
     if run.multilabel:
-        label_sets = split_label_sets(examples.labels, data.label_delimiter, path)
+        label_sets = split_label_sets(examples.labels, data.label_delimiter, path, examples.lines)
         vocabulary.check([label for labels in label_sets for label in labels], path, known=known)
         return examples, multi_hot(label_sets, vocabulary)
     vocabulary.check(examples.labels, path, known=known)

@@ -148,3 +148,19 @@ def classifier_from_config(
         lora_rank=model_config.lora_rank,
         multilabel=multilabel,
     )
+
+
+def is_multilabel(model: keras.Model) -> bool:
+    """Return whether a classifier gives each label its own sigmoid probability.
+
+    Example:
+
+    ```python
+    is_multilabel(build_classifier(bundle.backbone, 3, multilabel=True))  # True
+    ```
+    """
+    try:
+        head = model.get_layer("probabilities")
+    except ValueError:
+        return False
+    return head.get_config().get("activation") == "sigmoid"

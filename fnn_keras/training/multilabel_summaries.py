@@ -19,9 +19,9 @@ class MultilabelDevEvaluation(DevEvaluation):
     stopping and best checkpoint follow `val_micro_f1`. With a `log_dir` it
     writes to its `validation` subdirectory, at the 0-based epoch:
 
-    - scalars `epoch_micro_f1`, `epoch_macro_f1`, `epoch_micro_precision`,
-      `epoch_micro_recall`, `epoch_exact_match` and `class_precision`,
-      `class_recall`, `class_f1` per label;
+    - scalars `epoch_micro_precision`, `epoch_micro_recall`,
+      `epoch_exact_match` and `class_precision`, `class_recall`, `class_f1`
+      per label (Keras's TensorBoard callback writes the `val_` logs);
     - text `per_label` (the table);
     - a precision-recall curve `pr_curve/<label>` per label;
     - the feedback histograms of `DevEvaluation`.
@@ -78,7 +78,9 @@ class MultilabelDevEvaluation(DevEvaluation):
         if self._writer is None:
             return
         with self._writer.as_default(step=epoch):
-            for name in ("micro_f1", "macro_f1", "micro_precision", "micro_recall"):
+            # Keras's TensorBoard callback writes the `val_` logs above as
+            # `epoch_loss`, `epoch_micro_f1` and `epoch_macro_f1`.
+            for name in ("micro_precision", "micro_recall"):
                 tf.summary.scalar(f"epoch_{name}", metrics[name])
             tf.summary.scalar("epoch_exact_match", metrics["accuracy"])
             for label, row in metrics["per_label"].items():

@@ -280,8 +280,12 @@ def train(
     multilabel = config.data.task == "multilabel"
     if multilabel:
         delimiter = config.data.label_delimiter
-        train_sets = split_label_sets(train_examples.labels, delimiter, train_examples.path)
-        dev_sets = split_label_sets(dev_examples.labels, delimiter, dev_examples.path)
+        train_sets = split_label_sets(
+            train_examples.labels, delimiter, train_examples.path, train_examples.lines
+        )
+        dev_sets = split_label_sets(
+            dev_examples.labels, delimiter, dev_examples.path, dev_examples.lines
+        )
         labels = build_vocabulary(
             [label for labels in train_sets for label in labels],
             [label for labels in dev_sets for label in labels],
@@ -554,12 +558,14 @@ def _train_run(
             "%d dev example(s) have a text that is also in the training data.",
             summary["dev_texts_in_train"],
         )
-    summary["class_weights"] = dict(zip(labels.labels, weights, strict=True))
-    if multilabel:
+    if not multilabel:
+        summary["class_weights"] = dict(zip(labels.labels, weights, strict=True))
+    else:
         for name, rows in zip(("train", "dev"), targets, strict=True):
             counts = rows.sum(axis=0).astype(int).tolist()
             summary[name]["examples_per_label"] = dict(zip(labels.labels, counts, strict=True))
-            summary[name]["labels_per_example"] = float(rows.sum(axis=1).mean()) if len(rows) else 0
+            mean = float(np.mean(rows.sum(axis=1), dtype=np.float64)) if len(rows) else 0.0
+            summary[name]["labels_per_example"] = round(mean, 4)
             logger.info(
                 "%s: examples per label %s; %.2f labels per example",
                 name,

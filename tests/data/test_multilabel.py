@@ -112,8 +112,10 @@ def test_split_label_sets_counts_what_it_leaves_out(caplog):
 
 
 def test_split_label_sets_rejects_a_field_without_labels():
-    with pytest.raises(LabelError, match=r"train\.tsv: example 2 has label field ' , '"):
+    with pytest.raises(LabelError, match=r"train\.tsv: example 2: label field ' , '"):
         split_label_sets(["a", " , "], ",", "train.tsv")
+    with pytest.raises(LabelError, match=r"train\.tsv:7: label field ' , '"):
+        split_label_sets(["a", " , "], ",", "train.tsv", lines=[3, 7])
 
 
 def test_label_thresholds_file_round_trip(tmp_path):
