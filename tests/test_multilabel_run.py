@@ -143,6 +143,7 @@ def test_exports_return_label_sets(multilabel_run):
         if "not_shipped" in artifact:
             continue
         assert artifact["parity"]["max_abs_diff"] <= 1e-4, artifact["variant"]
+        assert artifact["parity"]["label_set_agreement"] == 1.0, artifact["variant"]
     serving = next(a for a in report["artifacts"] if a.get("variant") == "serving_default")
     assert serving["labels_follow_decision_rule"] is True
     assert {o["name"] for o in serving["outputs"]} >= {"probabilities", "label_mask", "labels"}

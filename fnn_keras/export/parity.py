@@ -54,17 +54,25 @@ def run_in_batches(function, features: dict, batch_size: int, trim: bool) -> np.
     return np.concatenate(outputs)
 
 
-def compare(reference: np.ndarray, probabilities: np.ndarray, label_ids: np.ndarray | None) -> dict:
+def compare(
+    reference: np.ndarray,
+    probabilities: np.ndarray,
+    label_ids: np.ndarray | None,
+    label_thresholds: list[float] | None = None,
+) -> dict:
     """Compare an artifact's probabilities with the Keras model's.
 
     Args:
         reference: Keras probabilities, `(n, num_labels)`.
         probabilities: The artifact's probabilities for the same texts.
         label_ids: True class ids, or `None` when the texts are unlabelled.
+        label_thresholds: A multi-label model's threshold per label, or
+            `None`.
 
     Returns:
-        `max_abs_diff`, `top1_agreement` and, with labels, `accuracy` and
-        `keras_accuracy`.
+        `max_abs_diff`, `top1_agreement`, with thresholds
+        `label_set_agreement` (the share of texts with the same predicted
+        label set), and with labels `accuracy` and `keras_accuracy`.
 
     Example:
 
@@ -77,6 +85,10 @@ def compare(reference: np.ndarray, probabilities: np.ndarray, label_ids: np.ndar
         "max_abs_diff": float(np.abs(probabilities - reference).max()),
         "top1_agreement": float((probabilities.argmax(axis=1) == reference.argmax(axis=1)).mean()),
     }
+    if label_thresholds is not None:
+        thresholds = np.asarray(label_thresholds, np.float32)
+        same = np.all((probabilities >= thresholds) == (reference >= thresholds), axis=1)
+        result["label_set_agreement"] = float(same.mean())
     if label_ids is not None:
         result["accuracy"] = float((probabilities.argmax(axis=1) == label_ids).mean())
         result["keras_accuracy"] = float((reference.argmax(axis=1) == label_ids).mean())
