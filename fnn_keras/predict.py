@@ -1,4 +1,4 @@
-"""Classify texts with a trained run or any of its exports.
+"""Classify texts, or find their entities, with a trained run or any of its exports.
 
     python -m fnn_keras.predict ARTIFACT "first text" "second text"
     python -m fnn_keras.predict ARTIFACT --file texts.txt
@@ -27,7 +27,8 @@ PAIR_KEYS = ("text", "text_pair")
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m fnn_keras.predict",
-        description="Classify texts; prints one JSON object per text.",
+        description="Classify texts (or, with a token tagging run, find their entities); "
+        "prints one JSON object per text.",
     )
     parser.add_argument(
         "artifact",

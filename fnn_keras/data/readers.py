@@ -404,7 +404,8 @@ def read_examples(
     extension = os.path.splitext(path)[1].lower()
     fmt = FORMATS.get(extension)
     if fmt is None:
-        raise DataError(f"{path}: unknown file type {extension!r}; use .tsv, .csv or .jsonl.")
+        hint = " (for a CoNLL file, train with --task tagging)" if extension == ".conll" else ""
+        raise DataError(f"{path}: unknown file type {extension!r}; use .tsv, .csv or .jsonl{hint}.")
 
     content = _decode(path, _read_bytes(path), encoding)
     if not content.strip():

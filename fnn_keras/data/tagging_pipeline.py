@@ -171,7 +171,7 @@ def log_alignment(name: str, aligned: AlignedSentences, sequence_length: int) ->
         logger.warning(
             "%s: %d of %d sentences are longer than %d word pieces and were truncated; "
             "%d word(s) after the cut get no position (no loss in training, tag O in "
-            "predictions). Pass a larger --sequence-length to keep them.",
+            "predictions). Train with a larger --sequence-length to keep them.",
             name,
             aligned.truncated_sentences,
             len(aligned),

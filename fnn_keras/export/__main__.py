@@ -67,16 +67,27 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--parity-examples must be 0 (all) or positive. Received: {args.parity_examples}.")
     formats = tuple(x for x in args.formats.split(",") if x)
     variants = tuple(x for x in args.tflite_variants.split(",") if x)
+    from fnn_keras.export.exporter import DEFAULT_TFLITE_VARIANTS
     from fnn_keras.export.tagging_predict import tagging_run_dir
 
     if tagging_run_dir(args.run, args.export_dir) is not None:
+        if variants != DEFAULT_TFLITE_VARIANTS and set(variants) != {"float32"}:
+            fail(
+                f"--tflite-variants {args.tflite_variants}: tagging runs export the float32 "
+                "TFLite model only; drop the flag or pass --tflite-variants float32."
+            )
         _export_tagging(args, formats)
         return
     try:
         run = load_trained_run(args.run, args.export_dir)
         data_path = args.data or run.dev_path
         if data_path is None:
-            raise ExportError("The run names no dev file that exists here; pass --data FILE.")
+            missing = (
+                f"The run's dev file {run.data.dev!r} does not exist here"
+                if run.data.dev
+                else "The run names no dev file"
+            )
+            raise ExportError(f"{missing}; pass --data FILE.")
         examples, label_ids = read_run_examples(
             run,
             data_path,

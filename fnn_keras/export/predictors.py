@@ -39,6 +39,8 @@ class _Predictor:
     threshold: float | None = None
     # A multi-label model's threshold per label; `None` for single-label models.
     label_thresholds: list[float] | None = None
+    # A token tagging model, with probabilities per token: not for these predictors.
+    per_token: bool = False
 
     def label_ids(self, probabilities: np.ndarray) -> np.ndarray:
         """Return the predicted class ids: the run's threshold rule, or the most probable."""
@@ -100,6 +102,7 @@ class KerasPredictor(_Predictor):
         self.text_pair = run.text_pair
         self.threshold = run.threshold
         self.label_thresholds = run.label_thresholds
+        self.per_token = len(run.model.output_shape) == 3
         model, preprocessor = run.model, run.preprocessor
         spec = tf.TensorSpec([None], tf.string)
 
@@ -130,6 +133,7 @@ class SavedModelPredictor(_Predictor):
         import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
 
         self.function = tf.saved_model.load(path).signatures["serving_default"]
+        self.per_token = self.function.structured_outputs["probabilities"].shape.rank == 3
         self.labels = labels
         self.preprocessor = None
         try:
@@ -209,6 +213,8 @@ class TFLitePredictor(_TokenIdPredictor):
 
         super().__init__(path)
         self.runner = TFLiteRunner(path)
+        outputs = next(iter(self.runner.runners.values())).get_output_details()
+        self.per_token = len(next(iter(outputs.values()))["shape"]) == 3
 
     def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self.runner(self.features(texts))
@@ -227,6 +233,7 @@ class OnnxPredictor(_TokenIdPredictor):
             raise PredictorError(
                 f"{path} is not a valid ONNX model: {str(error).splitlines()[0]}"
             ) from None
+        self.per_token = len(self.session.get_outputs()[0].shape) == 3
 
     def _probabilities(self, texts: list[str], batch_size: int) -> np.ndarray:
         return parity.run_in_batches(
@@ -394,25 +401,7 @@ def load_predictor(artifact: str, export_dir: str = "exported"):
     ```
     """
     try:
-        if artifact.endswith(".tflite") or artifact.endswith(".onnx"):
-            if not os.path.isfile(artifact):
-                raise PredictorError(f"Model file not found: {artifact}")
-            if artifact.endswith(".tflite"):
-                return TFLitePredictor(artifact)
-            return OnnxPredictor(artifact)
-        if os.path.isfile(os.path.join(artifact, "saved_model.pb")):
-            # `<run>/<version>` or `<run>/ids_only/<version>`.
-            parent = os.path.dirname(os.path.abspath(artifact))
-            run_dir = os.path.dirname(parent) if os.path.basename(parent) == "ids_only" else parent
-            try:
-                with open(os.path.join(run_dir, "labels.json"), encoding="utf-8") as file:
-                    labels = json.load(file)
-            except OSError:
-                raise PredictorError(
-                    f"{artifact}: no labels.json in its run directory {run_dir}."
-                ) from None
-            return SavedModelPredictor(artifact, run_dir, labels)
-        return KerasPredictor(load_trained_run(artifact, export_dir))
+        predictor = _load(artifact, export_dir)
     except ExportError as error:
         raise PredictorError(str(error)) from None
     except PredictorError:
@@ -422,3 +411,32 @@ def load_predictor(artifact: str, export_dir: str = "exported"):
         raise PredictorError(
             f"Failed to load {artifact}: {error.__class__.__name__}: {lines[0]}"
         ) from None
+    if predictor.per_token:
+        raise PredictorError(
+            f"{artifact} is a token tagging model; predict finds entities with the run "
+            "directory or its model.keras only, such as exported/<run>."
+        )
+    return predictor
+
+
+def _load(artifact: str, export_dir: str):
+    """Open the predictor that fits the artifact's path; see `load_predictor`."""
+    if artifact.endswith(".tflite") or artifact.endswith(".onnx"):
+        if not os.path.isfile(artifact):
+            raise PredictorError(f"Model file not found: {artifact}")
+        if artifact.endswith(".tflite"):
+            return TFLitePredictor(artifact)
+        return OnnxPredictor(artifact)
+    if os.path.isfile(os.path.join(artifact, "saved_model.pb")):
+        # `<run>/<version>` or `<run>/ids_only/<version>`.
+        parent = os.path.dirname(os.path.abspath(artifact))
+        run_dir = os.path.dirname(parent) if os.path.basename(parent) == "ids_only" else parent
+        try:
+            with open(os.path.join(run_dir, "labels.json"), encoding="utf-8") as file:
+                labels = json.load(file)
+        except OSError:
+            raise PredictorError(
+                f"{artifact}: no labels.json in its run directory {run_dir}."
+            ) from None
+        return SavedModelPredictor(artifact, run_dir, labels)
+    return KerasPredictor(load_trained_run(artifact, export_dir))

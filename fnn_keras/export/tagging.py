@@ -304,6 +304,11 @@ def tagging_parity_texts(run, path: str | None, limit: int = 0) -> list[str]:
     """
     path = path or run.dev_path
     if path is None:
-        raise ExportError("The run names no dev file that exists here; pass --data FILE.")
+        missing = (
+            f"The run's dev file {run.data.dev!r} does not exist here"
+            if run.data.dev
+            else "The run names no dev file"
+        )
+        raise ExportError(f"{missing}; pass --data FILE.")
     sentences = read_conll(path, run.data.encoding, run.data.on_bad_row)
     return [" ".join(tokens) for tokens in sentences.tokens[: limit or 64]]

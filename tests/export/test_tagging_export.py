@@ -142,3 +142,22 @@ def test_export_cli_reexports_onnx(exported_tagging_run):
     report = json.loads((workdir / "exported" / "ner" / "export_report.json").read_text())
     assert report["parity_examples"] == 4
     assert report["artifacts"][0]["parity"]["max_abs_diff"] <= MAX_ABS_DIFF
+
+
+@pytest.mark.parametrize(
+    "artifact", ["ner/1", "ner/onnx/model.onnx", "ner/tflite/model_float32.tflite", "ensemble"]
+)
+def test_predict_rejects_tagging_exports(exported_tagging_run, artifact, capsys):
+    from conftest import assert_one_line_error
+    from fnn_keras import predict as predict_cli
+
+    workdir, _, _ = exported_tagging_run
+    exported = workdir / "exported"
+    if artifact == "ensemble":
+        args = ["张三", "--export-dir", str(exported), "--ensemble", "ner", "ner"]
+    else:
+        args = [str(exported / artifact), "张三"]
+    with pytest.raises(SystemExit) as raised:
+        predict_cli.main(args)
+    assert raised.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "token tagging model", "model.keras")
