@@ -85,6 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         names = args.ensemble or [args.run]
         runs = [load_trained_run(name, args.export_dir) for name in names]
+        tagging = [
+            name for name, run in zip(names, runs, strict=True) if run.data.task == "tagging"
+        ]
+        if tagging:
+            raise ExportError(
+                f"{tagging[0]} is a token tagging run, which evaluate does not score; its dev "
+                "entity scores are in its metrics.json."
+            )
         if args.ensemble:
             check_ensemble_members(runs, names)
         run = runs[0]

@@ -161,3 +161,16 @@ def test_predict_rejects_tagging_exports(exported_tagging_run, artifact, capsys)
         predict_cli.main(args)
     assert raised.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "token tagging model", "model.keras")
+
+
+def test_evaluate_rejects_tagging_run(exported_tagging_run, capsys):
+    from conftest import assert_one_line_error
+    from fnn_keras import evaluate as evaluate_cli
+
+    workdir, _, _ = exported_tagging_run
+    with pytest.raises(SystemExit) as raised:
+        evaluate_cli.main(
+            ["ner", "--export-dir", str(workdir / "exported"), "--data", str(workdir / "x.tsv")]
+        )
+    assert raised.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "token tagging run", "metrics.json")
