@@ -137,17 +137,34 @@ def classifier_from_config(
     return build_classifier(
         backbone,
         num_labels=num_labels,
-        feedback_units=model_config.feedback_units,
-        feedback_steps=model_config.feedback_steps,
-        bidirectional=model_config.bidirectional,
-        feedback_dropout=model_config.feedback_dropout,
-        dropout=model_config.dropout,
         seed=seed,
         pooling=model_config.pooling,
-        fine_tune=model_config.fine_tune,
-        lora_rank=model_config.lora_rank,
         multilabel=multilabel,
+        **feedback_arguments(model_config),
     )
+
+
+def feedback_arguments(model_config) -> dict:
+    """Return the arguments that a `ModelConfig` gives every model builder.
+
+    They are the feedback layer's shape and dropout, the head's dropout and
+    the fine-tuning method, shared by `build_classifier` and the tagger.
+
+    Example:
+
+    ```python
+    build_classifier(bundle.backbone, 2, **feedback_arguments(Config().model))
+    ```
+    """
+    return {
+        "feedback_units": model_config.feedback_units,
+        "feedback_steps": model_config.feedback_steps,
+        "bidirectional": model_config.bidirectional,
+        "feedback_dropout": model_config.feedback_dropout,
+        "dropout": model_config.dropout,
+        "fine_tune": model_config.fine_tune,
+        "lora_rank": model_config.lora_rank,
+    }
 
 
 def is_multilabel(model: keras.Model) -> bool:

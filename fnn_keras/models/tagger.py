@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from fnn_keras.layers import FeedbackLayer
-from fnn_keras.models.classifier import INPUT_NAMES
+from fnn_keras.models.classifier import INPUT_NAMES, feedback_arguments
 from fnn_keras.models.fine_tuning import apply_fine_tuning
 
 
@@ -118,17 +118,7 @@ def tagger_from_config(model_config, backbone: keras.Model, num_tags: int, seed=
     ```
     """
     return build_tagger(
-        backbone,
-        num_tags=num_tags,
-        feedback_units=model_config.feedback_units,
-        feedback_steps=model_config.feedback_steps,
-        bidirectional=model_config.bidirectional,
-        feedback_dropout=model_config.feedback_dropout,
-        dropout=model_config.dropout,
-        seed=seed,
-        fine_tune=model_config.fine_tune,
-        lora_rank=model_config.lora_rank,
-        **kwargs,
+        backbone, num_tags=num_tags, seed=seed, **feedback_arguments(model_config), **kwargs
     )
 
 
