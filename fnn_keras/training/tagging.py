@@ -235,7 +235,7 @@ def train_tagging(
     epoch loss, token accuracy and dev entity scores.
 
     Note: a tagging run does not back up its state for resuming, so an
-    interrupted run starts again from the beginning under a new name.
+    interrupted run, rerun with the same name, trains again from the start.
     Multi-worker clusters are not supported.
 
     Args:
