@@ -8,9 +8,14 @@ import logging
 import os
 import re
 
-from fnn_keras.config import ON_BAD_ROW_CHOICES
 from fnn_keras.data.labels import LabelError, LabelVocabulary
-from fnn_keras.data.readers import DataError, _decode, _log_skipped, _read_bytes
+from fnn_keras.data.readers import (
+    DataError,
+    _decode,
+    _log_skipped,
+    _read_bytes,
+    check_on_bad_row,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +114,7 @@ def read_conll(path: str, encoding: str = "utf-8", on_bad_row: str = "skip") -> 
     sentences.tokens[0], sentences.tags[0]  # ["我", ...], ["O", ...]
     ```
     """
-    if on_bad_row not in ON_BAD_ROW_CHOICES:
-        choices = " or ".join(repr(choice) for choice in ON_BAD_ROW_CHOICES)
-        raise DataError(
-            f"{path}: invalid on_bad_row {on_bad_row!r}; pass {choices} (the --on-bad-row flag)."
-        )
+    check_on_bad_row(path, on_bad_row)
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory; pass a CoNLL file (token<TAB>tag lines).")
     content = _decode(path, _read_bytes(path), encoding)

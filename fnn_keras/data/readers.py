@@ -324,6 +324,22 @@ def _log_skipped(path: str, skipped: dict[str, int], skipped_lines: dict[str, li
     logger.warning("%s: skipped %d row(s): %s", path, sum(skipped.values()), "; ".join(reasons))
 
 
+def check_on_bad_row(path: str, on_bad_row: str) -> None:
+    """Raise `DataError` unless `on_bad_row` is one of `ON_BAD_ROW_CHOICES`.
+
+    Example:
+
+    ```python
+    check_on_bad_row("train.tsv", "skip")
+    ```
+    """
+    if on_bad_row not in ON_BAD_ROW_CHOICES:
+        choices = " or ".join(repr(choice) for choice in ON_BAD_ROW_CHOICES)
+        raise DataError(
+            f"{path}: invalid on_bad_row {on_bad_row!r}; pass {choices} (the --on-bad-row flag)."
+        )
+
+
 def read_examples(
     path: str,
     text_column: str = "text",
@@ -394,11 +410,7 @@ def read_examples(
     pairs.texts[0], pairs.pairs[0], pairs.labels[0]
     ```
     """
-    if on_bad_row not in ON_BAD_ROW_CHOICES:
-        choices = " or ".join(repr(choice) for choice in ON_BAD_ROW_CHOICES)
-        raise DataError(
-            f"{path}: invalid on_bad_row {on_bad_row!r}; pass {choices} (the --on-bad-row flag)."
-        )
+    check_on_bad_row(path, on_bad_row)
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory; pass a .tsv, .csv or .jsonl file.")
     extension = os.path.splitext(path)[1].lower()

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fnn_keras.data.labels import LabelError
     from fnn_keras.data.readers import DataError
-    from fnn_keras.export.exporter import artifact_lines, export_run, failure_message
+    from fnn_keras.export.exporter import export_run
     from fnn_keras.export.trained_run import ExportError, load_trained_run, read_run_examples
 
     if args.parity_examples < 0:
@@ -106,10 +106,16 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(error))
     except OSError as error:
         fail(os_error_message(error))
+    _print_report(report, run.paths.export_report)
+
+
+def _print_report(report: dict, path: str) -> None:
+    """Print one line per artifact and the report's path; exit 2 when an artifact failed."""
+    from fnn_keras.export.exporter import artifact_lines, failure_message
 
     for line in artifact_lines(report):
         print(line)
-    print(f"Report: {run.paths.export_report}")
+    print(f"Report: {path}")
     failure = failure_message(report)
     if failure:
         fail(failure)
@@ -118,7 +124,6 @@ def main(argv: list[str] | None = None) -> None:
 def _export_tagging(args, formats: tuple[str, ...]) -> None:
     """Export a tagging run; TFLite is float32 only, so --tflite-variants does not apply."""
     from fnn_keras.data.readers import DataError
-    from fnn_keras.export.exporter import artifact_lines, failure_message
     from fnn_keras.export.tagging import export_tagging_run, tagging_parity_texts
     from fnn_keras.export.trained_run import ExportError, load_trained_run
 
@@ -130,12 +135,7 @@ def _export_tagging(args, formats: tuple[str, ...]) -> None:
         fail(str(error))
     except OSError as error:
         fail(os_error_message(error))
-    for line in artifact_lines(report):
-        print(line)
-    print(f"Report: {run.paths.export_report}")
-    failure = failure_message(report)
-    if failure:
-        fail(failure)
+    _print_report(report, run.paths.export_report)
 
 
 if __name__ == "__main__":
