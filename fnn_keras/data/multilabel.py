@@ -37,7 +37,7 @@ def split_label_sets(
         The labels of each example, in the order written.
 
     Raises:
-        LabelError: A field holds no label at all.
+        LabelError: A field has no label at all.
 
     Example:
 
@@ -110,10 +110,11 @@ def tune_label_thresholds(probabilities, targets) -> list[dict]:
     """Choose each label's threshold to maximise that label's F1 on labelled data.
 
     For each label, every cut between two distinct probabilities of that
-    label is scored; the threshold is a float32 midpoint of the best cut, so
-    float32 runtimes draw the same line. Among equally good cuts the one
-    nearest 0.5 wins. A label without positive examples keeps 0.5, as no cut
-    can score on it.
+    label is scored, and so are the cuts that predict the label for no
+    example and for every example. The threshold is a float32 midpoint of
+    the best cut, so float32 runtimes draw the same line. Among equally good
+    cuts the one nearest 0.5 wins. A label without positive examples keeps
+    0.5, because no cut can score on it.
 
     Args:
         probabilities: `(n, num_labels)` sigmoid outputs.
@@ -219,7 +220,7 @@ def load_label_thresholds(directory: str, labels: list[str]) -> list[float] | No
     """Read the per-label thresholds saved in `directory`, or `None` when there are none.
 
     Raises:
-        ThresholdError: The file is unreadable, lists other labels, or holds
+        ThresholdError: The file is unreadable, lists other labels, or has
             a value outside [0, 1].
 
     Example:

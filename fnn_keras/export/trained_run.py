@@ -143,8 +143,8 @@ def load_trained_run(run: str, export_dir: str = "exported") -> TrainedRun:
         raise ExportError(f"{paths.run_dir}: {error}") from None
     if label_thresholds is None and is_multilabel(model):
         raise ExportError(
-            f"{paths.run_dir} holds a multi-label model but no {LABEL_THRESHOLDS_FILE}; "
-            "restore the file, or write one with a threshold per label, such as "
+            f"{paths.run_dir} has a multi-label model, but its {LABEL_THRESHOLDS_FILE} is "
+            "missing; restore the file, or write one with a threshold per label, such as "
             f'{{"thresholds": {{"{labels[0]}": 0.5, ...}}}}.'
         )
 

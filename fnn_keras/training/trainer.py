@@ -451,7 +451,7 @@ def _multilabel_evaluation(probabilities, targets, labels, tune, paths, dev_exam
 def _train_run(
     config, strategy, verbose, chief, paths, own, train_examples, dev_examples, labels, targets
 ):
-    """Train, evaluate and save; `targets` holds the multi-hot rows of a multi-label run."""
+    """Train, evaluate and save; `targets` are the multi-hot rows of a multi-label run, or `None`."""
     training = config.training
     multilabel = targets is not None
     batch_size = training.batch_size
